@@ -1,0 +1,48 @@
+"""Core of vsmd_ts: forward SDEs, losses, samplers and the variational-score update.
+
+Imports torch only, so it is quick to import and test.
+"""
+
+from .losses import DSMLoss, VariationalLoss, sample_times
+from .nets import ResidualMLP, ScoreModel, SinusoidalEmbedding
+from .samplers import SAMPLERS, SamplerOutput, euler_maruyama, get_sampler, heun, pf_drift, splitting, time_grid
+from .sde import (
+    SDE_NAMES,
+    LinearSDE,
+    MomentumSDE,
+    OverdampedSDE,
+    Transition,
+    damping_transform,
+    inverse_damping_transform,
+    make_sde,
+)
+from .variational import AlternationSchedule, Trajectories, VariationalScoreUpdater, simulate_backward
+
+__all__ = [
+    "AlternationSchedule",
+    "DSMLoss",
+    "LinearSDE",
+    "MomentumSDE",
+    "OverdampedSDE",
+    "ResidualMLP",
+    "SAMPLERS",
+    "SDE_NAMES",
+    "SamplerOutput",
+    "ScoreModel",
+    "SinusoidalEmbedding",
+    "Trajectories",
+    "Transition",
+    "VariationalLoss",
+    "VariationalScoreUpdater",
+    "damping_transform",
+    "euler_maruyama",
+    "get_sampler",
+    "heun",
+    "inverse_damping_transform",
+    "make_sde",
+    "pf_drift",
+    "sample_times",
+    "simulate_backward",
+    "splitting",
+    "time_grid",
+]

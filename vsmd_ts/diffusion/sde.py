@@ -1,0 +1,601 @@
+"""Forward SDEs: the VSMD momentum SDE (eq. 5 of the paper) and its baselines.
+
+All processes are linear, time-homogeneous up to the scalar speed ``beta(t)``
+and act on each data coordinate independently::
+
+    da = beta(t) F a dt + sqrt(beta(t) q) e_K dw,
+
+where ``a`` is the state of one coordinate (``(x, v)`` for the momentum SDEs,
+``x`` alone for the overdamped ones), ``F`` a K x K block that depends on the
+variational score ``A`` and ``e_K`` the last unit vector (noise enters the
+velocity only). With ``B(t) = int_0^t beta`` the transition is Gaussian::
+
+    mean = e^{F B} a_0,     cov = e^{F B} Sigma_0 e^{F^T B} + int_0^B e^{Fs} Q e^{F^T s} ds,
+
+which :mod:`vsmd_ts.diffusion.linalg` evaluates in closed form in float64.
+
+States have shape ``(N, K, *data_shape)``; the network predicts the noise of
+the last channel (the velocity noise for momentum SDEs) and the score of that
+channel is ``-eps_hat / L_KK(t)`` with ``L`` the Cholesky factor of the
+transition covariance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from .linalg import (
+    apply_block,
+    cholesky_block,
+    expm_block,
+    lyapunov_integral,
+    transpose_block,
+)
+
+__all__ = [
+    "LinearSDE",
+    "MomentumSDE",
+    "OverdampedSDE",
+    "Transition",
+    "SDE_NAMES",
+    "damping_transform",
+    "inverse_damping_transform",
+    "make_sde",
+]
+
+
+def _check_positive(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    return value
+
+
+def damping_transform(
+    A_v: torch.Tensor, gamma: float, damping_ratio: float
+) -> torch.Tensor:
+    """``A_x`` that gives damping ratio ``R`` for velocity score ``A_v`` (eq. 14).
+
+    Solves ``gamma^2 (1 - 2 A_v)^2 = 4 R (1 - 2 gamma A_x)``, i.e. the
+    forward oscillator's friction ``gamma_bar = beta gamma (1 - 2 A_v) / 2``
+    and frequency ``omega_0^2 = beta^2 (1 - 2 gamma A_x) / 4`` satisfy
+    ``gamma_bar^2 = 4 R omega_0^2``. ``R = 1`` is critical damping.
+    """
+    return (1.0 - gamma**2 * (1.0 - 2.0 * A_v) ** 2 / (4.0 * damping_ratio)) / (
+        2.0 * gamma
+    )
+
+
+def inverse_damping_transform(
+    A_x: torch.Tensor, gamma: float, damping_ratio: float
+) -> torch.Tensor:
+    """``A_v = 1/2 - sqrt(R (1 - 2 gamma A_x)) / gamma``; needs ``1 - 2 gamma A_x > 0``."""
+    return 0.5 - torch.sqrt(damping_ratio * (1.0 - 2.0 * gamma * A_x)) / gamma
+
+
+@dataclass
+class Transition:
+    """Gaussian transition ``a_t | a_0``, one K x K block per coordinate (float64).
+
+    ``mean_coef``: ``e^{F B(t)}``, ``cov``: covariance, ``chol``: its lower
+    Cholesky factor; shapes ``(N, *data_shape, K, K)`` for a batch of times.
+    """
+
+    mean_coef: torch.Tensor
+    cov: torch.Tensor
+    chol: torch.Tensor
+
+
+class LinearSDE(nn.Module):
+    """Base class of the per-coordinate linear forward SDEs.
+
+    Subclasses define ``num_channels`` (K), the drift block
+    :meth:`drift_matrix`, the noise variance ``q`` per unit ``beta`` on the
+    last channel, the stationary covariance and the variational score.
+
+    Parameters
+    ----------
+    data_shape
+        Shape of one data point, e.g. ``(d,)`` for a d-variate series,
+        ``(C, H, W)`` for images.
+    T
+        Horizon of the forward process.
+    eps
+        Small-time cut-off ``delta``: training times are drawn from
+        ``[eps, T]`` and samplers stop at ``eps``.
+    """
+
+    num_channels: int = 1
+    learns_A: bool = False
+
+    def __init__(self, data_shape: Sequence[int], T: float = 1.0, eps: float = 1e-3):
+        super().__init__()
+        data_shape = tuple(int(s) for s in data_shape)
+        if not data_shape or any(s <= 0 for s in data_shape):
+            raise ValueError(f"data_shape must be a non-empty tuple of positive ints, got {data_shape}")
+        self.data_shape = data_shape
+        self.T = _check_positive("T", T)
+        self.eps = _check_positive("eps", eps)
+        if self.eps >= self.T:
+            raise ValueError(f"eps ({eps}) must be smaller than T ({T})")
+
+    # --------------------------------------------------------------- schedule
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def beta_int(self, t: torch.Tensor) -> torch.Tensor:
+        """``B(t) = int_0^t beta(s) ds``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------- per-coordinate blocks
+    def drift_matrix(self, detach: bool = True) -> torch.Tensor:
+        """``F``, shape ``(*data_shape, K, K)`` (or broadcastable), float64."""
+        raise NotImplementedError
+
+    def stationary_cov(self) -> torch.Tensor:
+        """``Sigma_inf`` solving ``F S + S F^T + Q = 0``, float64 blocks."""
+        raise NotImplementedError
+
+    noise_var: float = 1.0  # q: diffusion variance per unit beta on the last channel
+    initial_cov_last: float = 0.0  # variance of the last channel at t = 0 (marginalised)
+
+    def forward_control(self, a: torch.Tensor) -> torch.Tensor:
+        """``(A a)`` on the last channel, shape ``(N, *data_shape)`` (differentiable in A)."""
+        return torch.zeros_like(a[:, -1])
+
+    def control_trace(self) -> torch.Tensor:
+        """Diagonal of A on the last channel (enters the exact divergence)."""
+        return torch.zeros(self.data_shape)
+
+    # ---------------------------------------------------------------- helpers
+    def _noise_block(self, device) -> torch.Tensor:
+        K = self.num_channels
+        Q = torch.zeros(K, K, dtype=torch.float64, device=device)
+        Q[-1, -1] = self.noise_var
+        return Q
+
+    def _initial_cov(self, device) -> torch.Tensor:
+        K = self.num_channels
+        S0 = torch.zeros(K, K, dtype=torch.float64, device=device)
+        S0[-1, -1] = self.initial_cov_last
+        return S0
+
+    def _time_view(self, B: torch.Tensor) -> torch.Tensor:
+        """Reshape integrated times ``(N,)`` or ``()`` to broadcast over blocks."""
+        return B.reshape(B.shape + (1,) * (len(self.data_shape) + 2))
+
+    @staticmethod
+    def _algebra_device(t: torch.Tensor) -> torch.device:
+        # MPS has no float64; do the small block algebra on the CPU there.
+        return torch.device("cpu") if t.device.type == "mps" else t.device
+
+    def _as_time(self, t, like: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if not torch.is_tensor(t):
+            t = torch.tensor(float(t), device=None if like is None else like.device)
+        return t
+
+    # ---------------------------------------------------------------- physics
+    @staticmethod
+    def per_sample(value: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Broadcast a scalar or per-sample ``(N,)`` quantity over a state ``a``."""
+        value = torch.as_tensor(value).to(device=a.device, dtype=a.dtype)
+        return value.reshape(value.shape + (1,) * (a.dim() - value.dim())) if value.dim() else value
+
+    def drift(self, a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Forward drift ``beta(t) F a``; ``a`` is ``(N, K, *data_shape)``, ``t`` is ``()`` or ``(N,)``."""
+        F = self.drift_matrix().to(a.device)
+        return self.per_sample(self.beta(t), a) * apply_block(F, a)
+
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        """Diffusion coefficient ``sqrt(beta(t) q)`` of the last channel."""
+        return torch.sqrt(self.beta(t) * self.noise_var)
+
+    def transition(self, t, sigma0: Optional[torch.Tensor] = None) -> Transition:
+        """Closed-form Gaussian transition at time(s) ``t`` (float64).
+
+        Parameters
+        ----------
+        t
+            Scalar or tensor of shape ``(N,)``.
+        sigma0
+            Covariance block of ``a_0``; defaults to the SDE's convention
+            (zero, or the marginalised initial velocity).
+        """
+        t = self._as_time(t)
+        device = self._algebra_device(t)
+        B = self._time_view(self.beta_int(t.to(device, torch.float64)))
+        F = self.drift_matrix().to(device)
+        Q = self._noise_block(device)
+        Sinf = self.stationary_cov().to(device)
+        Phi = expm_block(F * B)
+        cov = lyapunov_integral(F, Q, B, Sinf)
+        S0 = self._initial_cov(device) if sigma0 is None else sigma0.to(device, torch.float64)
+        if bool((S0 != 0).any()):
+            cov = cov + Phi @ S0 @ transpose_block(Phi)
+        out = Transition(Phi, cov, cholesky_block(cov))
+        if device != t.device:
+            out = Transition(*(x.to(t.device) for x in (out.mean_coef, out.cov, out.chol)))
+        return out
+
+    def noise_scale(self, t: torch.Tensor) -> torch.Tensor:
+        """``L_KK(t)``: the score of the last channel is ``-eps_hat / L_KK``.
+
+        Returns float32 of shape ``(N, *data_shape)`` for ``t`` of shape ``(N,)``
+        (broadcastable over ``data_shape``).
+        """
+        t = self._as_time(t)
+        if t.dim() == 1 and t.numel() > 1 and bool((t == t[0]).all()):
+            # one time for the whole batch (samplers): compute the blocks once
+            L = self.transition(t[0]).chol[..., -1, -1]
+            return L.to(torch.float32).expand((t.shape[0],) + L.shape)
+        return self.transition(t).chol[..., -1, -1].to(torch.float32)
+
+    def _check_data(self, x0: torch.Tensor) -> None:
+        if tuple(x0.shape[1:]) != self.data_shape:
+            raise ValueError(
+                f"expected data of shape (N, {', '.join(map(str, self.data_shape))}), got {tuple(x0.shape)}"
+            )
+
+    def perturb(self, x0: torch.Tensor, t: torch.Tensor, generator=None):
+        """Draw ``a_t ~ p(a_t | x_0)``.
+
+        Parameters
+        ----------
+        x0
+            Data, ``(N, *data_shape)``; must be finite.
+        t
+            Times, ``(N,)``.
+
+        Returns
+        -------
+        (a_t, eps): the state ``(N, K, *data_shape)`` and the standard normal
+        noise ``(N, K, *data_shape)`` with ``a_t = mean + L eps``.
+        """
+        self._check_data(x0)
+        if not torch.isfinite(x0).all():
+            raise ValueError("x0 contains NaN or inf; mask missing values and replace them before perturbing")
+        a0 = self.initial_state(x0, generator)
+        tr = self.transition(t)
+        eps = torch.randn(a0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        mean = apply_block(tr.mean_coef, a0.double())
+        noise = apply_block(tr.chol, eps.double())
+        return (mean + noise).to(x0.dtype), eps
+
+    def initial_state(self, x0: torch.Tensor, generator=None) -> torch.Tensor:
+        """Mean of ``a_0`` given ``x_0`` (the data; zero or a draw for the velocity)."""
+        return x0.unsqueeze(1)
+
+    def score_target(self, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Full conditional score ``-L^{-T} eps`` of ``p(a_t | a_0)``, shape of ``eps``."""
+        L = self.transition(t).chol
+        Linv_T = transpose_block(torch.linalg.inv(L))
+        return -apply_block(Linv_T, eps.double()).to(eps.dtype)
+
+    def prior_cov(self, kind: str = "data", data_var: float = 1.0) -> torch.Tensor:
+        """Covariance block of the sampling prior at ``T``.
+
+        kind
+            ``"data"``: the marginal at ``T`` for data of per-coordinate
+            variance ``data_var`` (standardised data: 1), which accounts for the
+            part of the data that survives to ``T``; ``"transition"``: the
+            paper's ``Sigma_{T|0}`` (drops that part); ``"stationary"``:
+            ``Sigma_inf``.
+        """
+        device = self.control_trace().device
+        if kind == "stationary":
+            return self.stationary_cov().to(device) * torch.ones(self.data_shape + (1, 1), dtype=torch.float64, device=device)
+        tr = self.transition(torch.tensor(self.T, device=device))
+        if kind == "transition":
+            return tr.cov
+        if kind != "data":
+            raise ValueError(f"unknown prior kind {kind!r}; use 'data', 'transition' or 'stationary'")
+        K = self.num_channels
+        S0 = torch.zeros(K, K, dtype=torch.float64, device=device)
+        S0[0, 0] = float(data_var)
+        if K == 2:
+            S0[1, 1] = 1.0  # initial velocity ~ N(0, I)
+        noise_only = tr.cov - tr.mean_coef @ self._initial_cov(device) @ transpose_block(tr.mean_coef)
+        return noise_only + tr.mean_coef @ S0 @ transpose_block(tr.mean_coef)
+
+    def prior_sample(
+        self,
+        num: int,
+        kind: str = "data",
+        data_var: float = 1.0,
+        generator=None,
+        device=None,
+        dtype=torch.float32,
+    ) -> torch.Tensor:
+        """Draw ``num`` prior states ``(num, K, *data_shape)`` from ``N(0, prior_cov)``."""
+        L = cholesky_block(self.prior_cov(kind, data_var))
+        eps = torch.randn((num, self.num_channels) + self.data_shape, generator=generator, device=device, dtype=dtype)
+        return apply_block(L.to(eps.device), eps)
+
+    def extra_repr(self) -> str:
+        return f"data_shape={self.data_shape}, T={self.T}, eps={self.eps}"
+
+
+class _BoundedScore(nn.Module):
+    """Diagonal variational score ``A = A_max tanh(theta)``, one entry per coordinate.
+
+    The bound keeps the forward SDE stable (``1 - 2 A > 0``) without clipping.
+    """
+
+    def __init__(self, data_shape, A_init: float, A_max: float, learn: bool):
+        super().__init__()
+        if not 0 < A_max < 0.5:
+            raise ValueError(f"A_max must lie in (0, 0.5) to keep 1 - 2A > 0, got {A_max}")
+        if not abs(A_init) < A_max:
+            raise ValueError(f"A_init must lie in (-A_max, A_max) = ({-A_max}, {A_max}), got {A_init}")
+        self.A_max = float(A_max)
+        theta = torch.full(tuple(data_shape), math.atanh(A_init / A_max))
+        if learn:
+            self.theta = nn.Parameter(theta)
+        else:
+            self.register_buffer("theta", theta)
+
+    def forward(self) -> torch.Tensor:
+        return self.A_max * torch.tanh(self.theta)
+
+    def set_(self, A: torch.Tensor) -> None:
+        """Set A (e.g. in tests); values must lie strictly inside the bound."""
+        A = torch.as_tensor(A, dtype=self.theta.dtype).expand_as(self.theta)
+        if (A.abs() >= self.A_max).any():
+            raise ValueError(f"|A| must be smaller than A_max={self.A_max}")
+        with torch.no_grad():
+            self.theta.copy_(torch.atanh(A / self.A_max))
+
+
+class MomentumSDE(LinearSDE):
+    """Velocity-augmented forward SDE of VSMD (eq. 5), per coordinate::
+
+        dx = beta/2 v dt
+        dv = beta/2 [-(1 - 2 gamma A_x) x - gamma (1 - 2 A_v) v] dt + sqrt(beta gamma) dw
+
+    ``A_v`` is learned (bounded); ``A_x`` follows from the damping transform
+    with damping ratio ``R``. ``learn_A=False`` with ``A_init=0`` gives CLD
+    (``R = 1``) or plain under-damped Langevin (``R < 1``).
+
+    Parameters
+    ----------
+    data_shape
+        Shape of one data point.
+    beta
+        Constant speed ``beta > 0``.
+    gamma
+        Friction of the base CLD process (2 is critical for ``A = 0``).
+    damping_ratio
+        ``R`` in ``(0, 1]``: 1 gives VSCLD, ``< 1`` VSULD.
+    learn_A
+        Whether ``A_v`` is a trainable parameter.
+    A_init
+        Initial ``A_v`` (0 as in Algorithm 1).
+    A_max
+        Bound ``|A_v| < A_max < 1/2``.
+    initial_velocity
+        ``"marginal"`` (default): ``v_0 ~ N(0, 1)`` is integrated out of the
+        transition (``Sigma_0 = diag(0, 1)``), the Rao-Blackwellised form of
+        eq. (11) with the same minimiser and a bounded velocity score;
+        ``"sample"``: ``v_0`` is drawn and conditioned on (``Sigma_0 = 0``),
+        as in the authors' code.
+    T, eps
+        Horizon and small-time cut-off.
+    """
+
+    num_channels = 2
+
+    def __init__(
+        self,
+        data_shape: Sequence[int],
+        beta: float = 10.0,
+        gamma: float = 2.0,
+        damping_ratio: float = 1.0,
+        learn_A: bool = True,
+        A_init: float = 0.0,
+        A_max: float = 0.4,
+        initial_velocity: str = "marginal",
+        T: float = 1.0,
+        eps: float = 1e-3,
+    ):
+        super().__init__(data_shape, T, eps)
+        self.beta_value = _check_positive("beta", beta)
+        self.gamma = _check_positive("gamma", gamma)
+        R = float(damping_ratio)
+        if not (math.isfinite(R) and 0 < R <= 1):
+            raise ValueError(f"damping_ratio R must lie in (0, 1] (1 = critical, < 1 = under-damped), got {damping_ratio!r}")
+        self.damping_ratio = R
+        if initial_velocity not in ("marginal", "sample"):
+            raise ValueError(f"initial_velocity must be 'marginal' or 'sample', got {initial_velocity!r}")
+        self.initial_velocity = initial_velocity
+        self.initial_cov_last = 1.0 if initial_velocity == "marginal" else 0.0
+        self.noise_var = self.gamma
+        self.learns_A = bool(learn_A)
+        self.A = _BoundedScore(self.data_shape, A_init, A_max, learn_A)
+
+    @property
+    def A_v(self) -> torch.Tensor:
+        return self.A()
+
+    @property
+    def A_x(self) -> torch.Tensor:
+        return damping_transform(self.A_v, self.gamma, self.damping_ratio)
+
+    def beta(self, t):
+        return torch.full_like(torch.as_tensor(t, dtype=torch.float64), self.beta_value)
+
+    def beta_int(self, t):
+        return self.beta_value * torch.as_tensor(t)
+
+    def _omega2_k(self, detach: bool):
+        A_v = self.A_v.to(torch.float64)
+        if detach:
+            A_v = A_v.detach()
+        omega2 = self.gamma**2 * (1 - 2 * A_v) ** 2 / (4 * self.damping_ratio)  # = 1 - 2 gamma A_x
+        k = self.gamma * (1 - 2 * A_v)
+        return omega2, k
+
+    def drift_matrix(self, detach: bool = True) -> torch.Tensor:
+        omega2, k = self._omega2_k(detach)
+        half = torch.full_like(k, 0.5)
+        return torch.stack(
+            [torch.stack([torch.zeros_like(k), half], -1), torch.stack([-0.5 * omega2, -0.5 * k], -1)],
+            dim=-2,
+        )
+
+    def stationary_cov(self) -> torch.Tensor:
+        omega2, k = self._omega2_k(True)
+        vv = self.gamma / k  # = 1 / (1 - 2 A_v)
+        zero = torch.zeros_like(k)
+        return torch.stack([torch.stack([vv / omega2, zero], -1), torch.stack([zero, vv], -1)], dim=-2)
+
+    def initial_state(self, x0, generator=None):
+        if self.initial_velocity == "sample":
+            v0 = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        else:
+            v0 = torch.zeros_like(x0)
+        return torch.stack([x0, v0], dim=1)
+
+    def forward_control(self, a):
+        A_x = self.A_x.to(a.dtype)
+        A_v = self.A_v.to(a.dtype)
+        return A_x * a[:, 0] + A_v * a[:, 1]
+
+    def control_trace(self):
+        return self.A_v
+
+    def extra_repr(self):
+        return (
+            super().extra_repr()
+            + f", beta={self.beta_value}, gamma={self.gamma}, damping_ratio={self.damping_ratio},"
+            f" learn_A={self.learns_A}, initial_velocity={self.initial_velocity!r}"
+        )
+
+
+class OverdampedSDE(LinearSDE):
+    """Overdamped OU forward SDE without velocity (VSDM and VP baselines)::
+
+        dx = -beta(t)/2 (1 - 2 A) x dt + sqrt(beta(t)) dw
+
+    With a learned diagonal ``A`` and constant ``beta`` this is VSDM's
+    time-invariant variational SDE; with ``A = 0`` and the linear schedule
+    ``beta(t) = beta_min + t (beta_max - beta_min)`` it is the VP SDE
+    (continuous-time DDPM, as in TimeGrad).
+
+    Parameters
+    ----------
+    data_shape
+        Shape of one data point.
+    beta
+        Constant speed (``schedule="constant"``) or ``beta_max``
+        (``schedule="linear"``).
+    beta_min
+        Start of the linear schedule.
+    schedule
+        ``"constant"`` or ``"linear"``.
+    learn_A, A_init, A_max
+        Diagonal variational score ``A`` with ``|A| < A_max < 1/2``.
+    T, eps
+        Horizon and small-time cut-off.
+    """
+
+    num_channels = 1
+    noise_var = 1.0
+
+    def __init__(
+        self,
+        data_shape: Sequence[int],
+        beta: float = 10.0,
+        beta_min: float = 0.1,
+        schedule: str = "constant",
+        learn_A: bool = True,
+        A_init: float = 0.0,
+        A_max: float = 0.4,
+        T: float = 1.0,
+        eps: float = 1e-3,
+    ):
+        super().__init__(data_shape, T, eps)
+        if schedule not in ("constant", "linear"):
+            raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
+        self.schedule = schedule
+        self.beta_value = _check_positive("beta", beta)
+        self.beta_min = _check_positive("beta_min", beta_min)
+        if schedule == "linear" and self.beta_min > self.beta_value:
+            raise ValueError(f"beta_min ({beta_min}) must not exceed beta ({beta})")
+        self.learns_A = bool(learn_A)
+        self.A = _BoundedScore(self.data_shape, A_init, A_max, learn_A)
+
+    def beta(self, t):
+        t = torch.as_tensor(t, dtype=torch.float64)
+        if self.schedule == "constant":
+            return torch.full_like(t, self.beta_value)
+        return self.beta_min + t * (self.beta_value - self.beta_min)
+
+    def beta_int(self, t):
+        t = torch.as_tensor(t)
+        if self.schedule == "constant":
+            return self.beta_value * t
+        return self.beta_min * t + 0.5 * t * t * (self.beta_value - self.beta_min)
+
+    def drift_matrix(self, detach: bool = True):
+        A = self.A().to(torch.float64)
+        if detach:
+            A = A.detach()
+        return (-0.5 * (1 - 2 * A))[..., None, None]
+
+    def stationary_cov(self):
+        A = self.A().detach().to(torch.float64)
+        return (1 / (1 - 2 * A))[..., None, None]
+
+    def forward_control(self, a):
+        return self.A().to(a.dtype) * a[:, 0]
+
+    def control_trace(self):
+        return self.A()
+
+    def extra_repr(self):
+        return super().extra_repr() + f", beta={self.beta_value}, schedule={self.schedule!r}, learn_A={self.learns_A}"
+
+
+SDE_NAMES = ("vsuld", "vscld", "cld", "uld", "vsdm", "vp")
+
+
+def make_sde(
+    name: str,
+    data_shape: Sequence[int],
+    beta: Optional[float] = None,
+    damping_ratio: Optional[float] = None,
+    **kwargs,
+) -> LinearSDE:
+    """Build one of the paper's SDEs by name.
+
+    ``"vsuld"`` (learned A, ``R < 1``, default ``R = 0.7``), ``"vscld"``
+    (learned A, ``R = 1``), ``"cld"`` (``A = 0``, ``R = 1``), ``"uld"``
+    (``A = 0``, ``R < 1``), ``"vsdm"`` (overdamped, learned A, constant beta)
+    and ``"vp"`` (overdamped, ``A = 0``, linear beta 0.1 -> 20). ``beta``
+    defaults to 10 (``beta_max = 20`` for VP). Extra keyword arguments go to
+    the SDE's constructor.
+    """
+    name = name.lower()
+    if name in ("vsuld", "vscld", "cld", "uld"):
+        R = {"vscld": 1.0, "cld": 1.0}.get(name, 0.7 if damping_ratio is None else damping_ratio)
+        if name in ("vscld", "cld") and damping_ratio not in (None, 1.0):
+            raise ValueError(f"{name} is critically damped; damping_ratio must be 1, got {damping_ratio}")
+        return MomentumSDE(
+            data_shape,
+            beta=10.0 if beta is None else beta,
+            damping_ratio=R,
+            learn_A=name.startswith("vs"),
+            **kwargs,
+        )
+    if damping_ratio is not None:
+        raise ValueError(f"{name} has no velocity; damping_ratio does not apply")
+    if name == "vsdm":
+        return OverdampedSDE(data_shape, beta=10.0 if beta is None else beta, learn_A=True, **kwargs)
+    if name == "vp":
+        return OverdampedSDE(data_shape, beta=20.0 if beta is None else beta, schedule="linear", learn_A=False, **kwargs)
+    raise ValueError(f"unknown sde {name!r}; choose one of {', '.join(SDE_NAMES)}")
