@@ -148,3 +148,32 @@ def test_score_model_parametrisation():
     torch.testing.assert_close(model(a, t, c), -net(a, t, c) / sde.noise_scale(t))
     with pytest.raises(ValueError, match="condition"):
         net(a, t)
+
+
+def test_objective_alternates_and_optimizer_groups():
+    """Forward steps move only A; DSM/backward steps move only the network (A frozen)."""
+    from vsmd_ts.diffusion import VSMDObjective, make_optimizer
+
+    sde = make_sde("vsuld", (2,))
+    net = ResidualMLP((2,), hidden=16, num_blocks=1)
+    model = torch.nn.ModuleDict({"sde": sde, "net": net})
+    opt = make_optimizer(model, lr=1e-2, A_lr=5e-2)
+    assert [g["name"] for g in opt.param_groups] == ["score", "A"]
+    assert opt.param_groups[1]["params"] == [sde.A.theta]
+    objective = VSMDObjective(sde, net, updater=VariationalScoreUpdater(steps=10), num_trajectories=32)
+    total = 50
+    stages = []
+    for step in range(total):
+        A_before = sde.A_v.detach().clone()
+        w_before = torch.nn.utils.parameters_to_vector(net.parameters()).detach().clone()
+        loss, stage = objective(step, total, gaussian_data(64))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        stages.append(stage)
+        A_moved = not torch.equal(A_before, sde.A_v.detach())
+        net_moved = not torch.equal(w_before, torch.nn.utils.parameters_to_vector(net.parameters()))
+        assert (A_moved, net_moved) == ((True, False) if stage == "forward" else (False, True)), (step, stage)
+    assert stages.count("forward") > 0 and stages[0] == "dsm" and stages[-1] == "backward"
+    # SDEs without a learned A never leave the DSM stage
+    assert VSMDObjective(make_sde("cld", (2,)), net).stage(30, 50) == "dsm"

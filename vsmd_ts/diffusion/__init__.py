@@ -16,6 +16,7 @@ from .sde import (
     inverse_damping_transform,
     make_sde,
 )
+from .training import VSMDObjective, make_optimizer, split_A_parameters
 from .variational import AlternationSchedule, Trajectories, VariationalScoreUpdater, simulate_backward
 
 __all__ = [
@@ -34,15 +35,18 @@ __all__ = [
     "Transition",
     "VariationalLoss",
     "VariationalScoreUpdater",
+    "VSMDObjective",
     "damping_transform",
     "euler_maruyama",
     "get_sampler",
     "heun",
     "inverse_damping_transform",
+    "make_optimizer",
     "make_sde",
     "pf_drift",
     "sample_times",
     "simulate_backward",
+    "split_A_parameters",
     "splitting",
     "time_grid",
 ]
