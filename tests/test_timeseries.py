@@ -1,0 +1,142 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from gluonts.dataset.common import ListDataset
+
+from vsmd_ts import VSMDEstimator
+from vsmd_ts.timeseries import default_lags, normalize_freq
+
+D, H, T = 3, 6, 160
+START = pd.Period("2021-01-01 00:00", freq="h")
+
+
+def signal(T=T, D=D, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(T)
+    return np.stack([(i + 1) * np.sin(2 * np.pi * t / 24 + i) + 3 * i + 0.1 * rng.standard_normal(T) for i in range(D)])
+
+
+def dataset(target, freq="h"):
+    return ListDataset([{"start": START, "target": target}], freq=freq, one_dim_target=False)
+
+
+def tiny(**kw):
+    args = dict(
+        freq="h", prediction_length=H, target_dim=D, context_length=12, lags_seq=[1, 2, 24],
+        hidden_size=8, num_layers=1, denoiser_hidden=16, denoiser_blocks=1, batch_size=4,
+        num_batches_per_epoch=3, sampler_steps=2, num_parallel_samples=5, trajectory_steps=3,
+        num_trajectories=8, seed=0, trainer_kwargs=dict(max_epochs=2, enable_progress_bar=False),
+    )
+    args.update(kw)
+    return VSMDEstimator(**args)
+
+
+@pytest.mark.parametrize("sde", ["vsuld", "vscld", "cld", "vsdm", "vp"])
+def test_forecast_shapes_for_every_sde(sde):
+    predictor = tiny(sde=sde, trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False)).train(dataset(signal()[:, :-H]))
+    forecasts = list(predictor.predict(dataset(signal())))
+    assert len(forecasts) == 1
+    samples = forecasts[0].samples
+    assert samples.shape == (5, H, D)
+    assert np.isfinite(samples).all()
+    assert forecasts[0].start_date == START + T  # forecasts continue after the given series
+
+
+@pytest.mark.parametrize("sampler", ["euler_maruyama", "splitting"])
+def test_other_samplers(sampler):
+    predictor = tiny(sampler=sampler, trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False)).train(dataset(signal()[:, :-H]))
+    samples = next(iter(predictor.predict(dataset(signal())))).samples
+    assert samples.shape == (5, H, D) and np.isfinite(samples).all()
+
+
+def _fixed_batch_loss(estimator, module, data):
+    transformed = estimator.create_transformation().apply(data, is_train=True)
+    torch.manual_seed(123)
+    batch = next(iter(estimator.create_training_data_loader(transformed, module)))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        module.eval()
+        return module.model.loss(**{k: batch[k] for k in batch if k in (
+            "past_target", "past_observed_values", "past_time_feat", "future_time_feat", "future_target",
+            "future_observed_values")}).mean().item()
+
+
+def test_training_reduces_the_loss():
+    data = dataset(signal(T=400)[:, :-H])
+    est = tiny(sde="vscld", hidden_size=16, denoiser_hidden=32, batch_size=16, num_batches_per_epoch=10,
+               trainer_kwargs=dict(max_epochs=4, enable_progress_bar=False), lr=3e-3)
+    import lightning.pytorch as pl
+
+    pl.seed_everything(0, verbose=False)
+    before = _fixed_batch_loss(est, est.create_lightning_module(), data)
+    trained = est.train_model(data).trained_net
+    after = _fixed_batch_loss(est, trained, data)
+    assert after < 0.8 * before, (before, after)
+
+
+def test_nan_targets_train_without_nan_loss():
+    target = signal()
+    target[1, 20:60] = np.nan
+    target[0, ::7] = np.nan
+    est = tiny()
+    out = est.train_model(dataset(target[:, :-H]))
+    assert np.isfinite(out.trainer.callback_metrics["train_loss"].item())
+    assert all(torch.isfinite(p).all() for p in out.trained_net.parameters())
+    samples = next(iter(out.predictor.predict(dataset(target)))).samples
+    assert np.isfinite(samples).all()
+
+
+def test_serialize_round_trip_gives_identical_forecasts(tmp_path):
+    from gluonts.model.predictor import Predictor
+
+    predictor = tiny().train(dataset(signal()[:, :-H]))
+    predictor.serialize(tmp_path)
+    loaded = Predictor.deserialize(tmp_path)
+    assert loaded == predictor
+    torch.manual_seed(7)
+    a = next(iter(predictor.predict(dataset(signal())))).samples
+    torch.manual_seed(7)
+    b = next(iter(loaded.predict(dataset(signal())))).samples
+    np.testing.assert_array_equal(a, b)
+    # A (the variational score) is part of the saved state
+    torch.testing.assert_close(loaded.prediction_net.model.sde.A_v, predictor.prediction_net.model.sde.A_v)
+
+
+def test_no_files_left_in_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny(trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False)).train(dataset(signal()[:, :-H]))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_inputs_raise_clear_errors():
+    predictor = tiny(trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False)).train(dataset(signal()[:, :-H]))
+    with pytest.raises(ValueError, match="target_dim=3"):
+        list(predictor.predict(dataset(signal(D=4))))
+    with pytest.raises(ValueError, match="shorter than context_length"):
+        list(predictor.predict(dataset(signal()[:, :8])))
+    with pytest.raises(ValueError, match="shorter than context_length \\+ prediction_length"):
+        tiny().train(dataset(signal()[:, :15]))
+    univariate = ListDataset([{"start": START, "target": signal()[0]}], freq="h")
+    with pytest.raises(ValueError, match="MultivariateGrouper"):
+        tiny().train(univariate)
+    with pytest.raises(ValueError, match="target_dim=3"):
+        tiny().train(dataset(signal(D=2)))
+    with pytest.raises(ValueError, match="unsupported frequency"):
+        tiny(freq="fortnightly")
+    with pytest.raises(ValueError, match="unsupported frequency"):
+        tiny(freq="7X")
+    with pytest.raises(ValueError, match="unknown sde"):
+        tiny(sde="ddpm")
+    with pytest.raises(ValueError, match="damping_ratio"):
+        tiny(sde="vsuld", damping_ratio=1.5)
+
+
+def test_frequency_helpers():
+    assert normalize_freq("H") == "h" and normalize_freq("15T") == "15min" and normalize_freq("B") == "B"
+    assert default_lags("h") == [1, 2, 3, 24, 168]
+    assert default_lags("2h") == [1, 2, 3, 12, 84]
+    assert default_lags("B") == [1, 2, 3, 4, 5, 10]
+    assert default_lags("D") == [1, 2, 3, 7, 14]
+    est = VSMDEstimator(freq="H", prediction_length=24, target_dim=2)
+    assert est.context_length == 72 and est.freq == "h" and max(est.lags_seq) == 168

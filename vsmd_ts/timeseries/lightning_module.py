@@ -1,0 +1,108 @@
+"""Lightning wrapper that trains :class:`VSMDModel` with the alternating schedule of Algorithm 1."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from gluonts.core.component import validated
+from gluonts.itertools import select
+
+from vsmd_ts.diffusion import AlternationSchedule, VariationalScoreUpdater, VSMDObjective, make_optimizer
+
+from .module import VSMDModel
+
+__all__ = ["VSMDLightningModule"]
+
+
+class VSMDLightningModule(pl.LightningModule):
+    """Trains a :class:`VSMDModel`: score network and RNN by denoising score
+    matching, the variational score A by stochastic approximation.
+
+    Parameters
+    ----------
+    model_kwargs
+        Keyword arguments of :class:`VSMDModel` (JSON primitives, so the
+        predictor serialises).
+    lr
+        Learning rate of the RNN and denoiser.
+    A_lr
+        Learning rate of the variational score A (its own parameter group of
+        the one optimiser).
+    weight_decay
+        AdamW weight decay of the network parameters.
+    warmup, cooldown, cycle, forward_fraction
+        :class:`~vsmd_ts.diffusion.AlternationSchedule`, as fractions of the run.
+    trajectory_steps
+        Euler-Maruyama steps of the backward trajectories used for A.
+    num_trajectories
+        Trajectories simulated at the start of each A phase.
+    frozen_policy
+        ``"score"`` (VSMD code) or ``"score_minus_forward"`` (SB-FBSDE/VSDM).
+    """
+
+    @validated()
+    def __init__(
+        self,
+        model_kwargs: dict,
+        lr: float = 1e-3,
+        A_lr: float = 1e-3,
+        weight_decay: float = 1e-8,
+        warmup: float = 0.2,
+        cooldown: float = 0.4,
+        cycle: float = 0.12,
+        forward_fraction: float = 1 / 6,
+        trajectory_steps: int = 50,
+        num_trajectories: int = 256,
+        frozen_policy: str = "score",
+    ) -> None:
+        super().__init__()
+        self.model = VSMDModel(**model_kwargs)
+        self.lr = lr
+        self.A_lr = A_lr
+        self.weight_decay = weight_decay
+        self.inputs = self.model.describe_inputs()
+        self.objective = VSMDObjective(
+            self.model.sde,
+            self.model.denoiser,
+            AlternationSchedule(warmup, cooldown, cycle, forward_fraction),
+            VariationalScoreUpdater(trajectory_steps, frozen_policy, prior=self.model.prior),
+            num_trajectories=num_trajectories,
+        )
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    def _training_inputs(self, batch):
+        return self.model.training_inputs(
+            **select(self.inputs, batch),
+            future_target=batch["future_target"],
+            future_observed_values=batch["future_observed_values"],
+        )
+
+    def _total_steps(self) -> int:
+        total = self.trainer.estimated_stepping_batches
+        return int(total) if total != float("inf") else 10**9
+
+    def training_step(self, batch, batch_idx: int):
+        x0, cond, mask = self._training_inputs(batch)
+        loss, stage = self.objective(self.global_step, self._total_steps(), x0, cond, mask)
+        batch_size = batch["past_target"].shape[0]
+        if stage == "forward":
+            self.log("A_loss", loss, on_step=False, on_epoch=True, batch_size=batch_size)
+        else:
+            self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        if self.model.sde.learns_A:
+            self.log("A_mean", self.model.sde.control_trace().mean(), on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int):
+        val_loss = self.model.loss(
+            **select(self.inputs, batch),
+            future_target=batch["future_target"],
+            future_observed_values=batch["future_observed_values"],
+        ).mean()
+        self.log("val_loss", val_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["past_target"].shape[0])
+        return val_loss
+
+    def configure_optimizers(self):
+        return make_optimizer(self.model, lr=self.lr, A_lr=self.A_lr, weight_decay=self.weight_decay)

@@ -1,0 +1,266 @@
+"""The VSMD forecasting network: an RNN history encoder conditioning a momentum-diffusion denoiser."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from gluonts.model import Input, InputSpec
+from gluonts.torch.scaler import MeanScaler, NOPScaler, StdScaler
+from torch import nn
+from tqdm.auto import tqdm
+
+from vsmd_ts.diffusion import DSMLoss, ResidualMLP, ScoreModel, get_sampler, make_sde, time_grid
+
+__all__ = ["VSMDModel"]
+
+
+def _build_sde(name: str, target_dim: int, beta: Optional[float], damping_ratio: Optional[float], gamma: float,
+               A_max: float, A_init: float, initial_velocity: str):
+    name = name.lower()
+    kwargs = dict(A_max=A_max, A_init=A_init)
+    if name in ("vsuld", "vscld", "cld", "uld"):
+        kwargs.update(gamma=gamma, initial_velocity=initial_velocity)
+    elif damping_ratio is not None:
+        damping_ratio = None  # overdamped SDEs have no damping ratio; ignore the shared default
+    return make_sde(name, (target_dim,), beta=beta, damping_ratio=damping_ratio, **kwargs)
+
+
+class VSMDModel(nn.Module):
+    """RNN-conditioned VSMD model for multivariate forecasting.
+
+    An LSTM/GRU reads, at each time step ``tau``, the lagged scaled targets
+    ``y_{tau - l}`` (``l`` in ``lags_seq``), time features and the per-series
+    scale features; its output ``h_tau`` conditions a denoiser on the
+    velocity-augmented state ``(x, v)`` of ``y_tau`` (eq. 5 of the paper).
+    Forecasts are sampled autoregressively: for each future step a prior
+    draw is integrated back to data with the chosen sampler (Heun on the
+    probability-flow ODE by default) and fed to the RNN.
+
+    Parameters
+    ----------
+    target_dim
+        Number of series ``D``.
+    prediction_length
+        Forecast horizon ``H``.
+    context_length
+        Steps the RNN unrolls before the forecast; also the scaling window.
+    lags_seq
+        1-based lags of the target fed to the RNN.
+    num_time_features
+        Number of time features per step ``F`` (including age).
+    hidden_size, num_layers, rnn_type, dropout_rate
+        History encoder (``"lstm"`` or ``"gru"``).
+    scaling
+        ``"std"`` (mean/std over the context, default), ``"mean"`` or ``"none"``.
+    sde
+        ``"vsuld"``, ``"vscld"``, ``"cld"``, ``"uld"``, ``"vsdm"`` or ``"vp"``.
+    beta, damping_ratio, gamma, A_max, A_init, initial_velocity
+        Forward SDE (see :func:`vsmd_ts.diffusion.make_sde`).
+    prior
+        Sampling prior (see :meth:`~vsmd_ts.diffusion.LinearSDE.prior_cov`).
+    denoiser_hidden, denoiser_blocks, time_embed_dim, denoiser_dropout
+        Residual-MLP denoiser.
+    sampler, sampler_steps, time_grid_rho
+        Sampler name, number of steps and grid spacing (NFE per forecast
+        step = 2 x steps for Heun).
+    num_parallel_samples
+        Sample paths drawn in parallel per series.
+    loss_positions
+        ``"all"``: the diffusion loss covers context and horizon steps;
+        ``"future"``: only the horizon.
+    progress
+        Progress bar over forecast steps while sampling.
+    """
+
+    def __init__(
+        self,
+        target_dim: int,
+        prediction_length: int,
+        context_length: int,
+        lags_seq: List[int],
+        num_time_features: int,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        rnn_type: str = "lstm",
+        dropout_rate: float = 0.1,
+        scaling: str = "std",
+        sde: str = "vsuld",
+        beta: Optional[float] = 6.0,
+        damping_ratio: Optional[float] = 0.7,
+        gamma: float = 2.0,
+        A_max: float = 0.4,
+        A_init: float = 0.0,
+        initial_velocity: str = "marginal",
+        prior: str = "data",
+        denoiser_hidden: int = 128,
+        denoiser_blocks: int = 3,
+        time_embed_dim: int = 64,
+        denoiser_dropout: float = 0.0,
+        sampler: str = "heun",
+        sampler_steps: int = 20,
+        time_grid_rho: float = 1.0,
+        num_parallel_samples: int = 100,
+        loss_positions: str = "all",
+        progress: bool = False,
+    ) -> None:
+        super().__init__()
+        if not lags_seq or min(lags_seq) < 1:
+            raise ValueError(f"lags_seq must be a non-empty list of lags >= 1, got {lags_seq}")
+        if loss_positions not in ("all", "future"):
+            raise ValueError(f"loss_positions must be 'all' or 'future', got {loss_positions!r}")
+        self.target_dim = target_dim
+        self.prediction_length = prediction_length
+        self.context_length = context_length
+        self.lags_seq = sorted(int(lag) for lag in lags_seq)
+        self.num_time_features = num_time_features
+        self.num_parallel_samples = num_parallel_samples
+        self.loss_positions = loss_positions
+        self.prior = prior
+        self.sampler_name = sampler
+        self.sampler = get_sampler(sampler)
+        self.sampler_steps = sampler_steps
+        self.time_grid_rho = time_grid_rho
+        self.progress = progress
+
+        self.scaler = {
+            "std": StdScaler(dim=1, keepdim=True),
+            "mean": MeanScaler(dim=1, keepdim=True),
+            "none": NOPScaler(dim=1, keepdim=True),
+        }.get(scaling)
+        if self.scaler is None:
+            raise ValueError(f"scaling must be 'std', 'mean' or 'none', got {scaling!r}")
+
+        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}.get(rnn_type.lower())
+        if rnn_cls is None:
+            raise ValueError(f"rnn_type must be 'lstm' or 'gru', got {rnn_type!r}")
+        input_size = target_dim * len(self.lags_seq) + num_time_features + 2 * target_dim
+        self.rnn = rnn_cls(
+            input_size=input_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout_rate if num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.sde = _build_sde(sde, target_dim, beta, damping_ratio, gamma, A_max, A_init, initial_velocity)
+        self.denoiser = ResidualMLP(
+            (target_dim,),
+            num_channels=self.sde.num_channels,
+            hidden=denoiser_hidden,
+            num_blocks=denoiser_blocks,
+            time_dim=time_embed_dim,
+            cond_dim=hidden_size,
+            dropout=denoiser_dropout,
+        )
+        self.dsm = DSMLoss()
+
+    # ------------------------------------------------------------------ specs
+    @property
+    def _past_length(self) -> int:
+        return self.context_length + max(self.lags_seq)
+
+    def describe_inputs(self, batch_size: int = 1) -> InputSpec:
+        P, H, D, F = self._past_length, self.prediction_length, self.target_dim, self.num_time_features
+        return InputSpec(
+            {
+                "past_target": Input(shape=(batch_size, P, D), dtype=torch.float),
+                "past_observed_values": Input(shape=(batch_size, P, D), dtype=torch.float),
+                "past_time_feat": Input(shape=(batch_size, P, F), dtype=torch.float),
+                "future_time_feat": Input(shape=(batch_size, H, F), dtype=torch.float),
+            },
+            zeros_fn=torch.zeros,
+        )
+
+    # --------------------------------------------------------------- encoder
+    def _scale(self, past_target, past_observed_values):
+        """``loc, scale`` of shape ``(B, 1, D)`` from the context window."""
+        C = self.context_length
+        _, loc, scale = self.scaler(past_target[:, -C:], past_observed_values[:, -C:])
+        return loc, scale
+
+    @staticmethod
+    def _static_features(loc, scale):
+        """``(B, 2 D)`` magnitude features: ``log(1 + |loc|)`` and ``log(scale)``."""
+        return torch.cat([loc.abs().log1p(), scale.log()], dim=-1).squeeze(1)
+
+    def _rnn_inputs(self, seq, start, stop, time_feat, static):
+        """RNN inputs for positions ``[start, stop)`` of the scaled sequence ``seq`` ``(B, S, D)``.
+
+        Returns ``(B, stop - start, D * L + F + 2 D)``.
+        """
+        lags = torch.stack([seq[:, start - lag : stop - lag] for lag in self.lags_seq], dim=-1)
+        n = stop - start
+        return torch.cat(
+            [lags.flatten(2), time_feat, static[:, None].expand(-1, n, -1)],
+            dim=-1,
+        )
+
+    def _encode(self, past_target, past_observed_values, past_time_feat, future_target=None,
+                future_observed_values=None, future_time_feat=None):
+        """Scale, unroll the RNN (teacher-forced over the future when given)."""
+        loc, scale = self._scale(past_target, past_observed_values)
+        seq, obs, time_feat = past_target, past_observed_values, past_time_feat
+        if future_target is not None:
+            seq = torch.cat([past_target, future_target], dim=1)
+            obs = torch.cat([past_observed_values, future_observed_values], dim=1)
+            time_feat = torch.cat([past_time_feat, future_time_feat], dim=1)
+        scaled = (seq - loc) / scale * obs  # unobserved -> the context mean
+        start, stop = self._past_length - self.context_length, seq.shape[1]
+        static = self._static_features(loc, scale)
+        inputs = self._rnn_inputs(scaled, start, stop, time_feat[:, start:stop], static)
+        out, state = self.rnn(inputs)
+        return scaled, obs, out, state, loc, scale, static
+
+    def training_inputs(self, past_target, past_observed_values, past_time_feat, future_time_feat,
+                        future_target, future_observed_values):
+        """Diffusion training pairs: targets ``x0 (N, D)``, conditions ``(N, hidden)``, masks ``(N, D)``.
+
+        ``N = B x (context_length + prediction_length)`` (``loss_positions="all"``)
+        or ``B x prediction_length``.
+        """
+        scaled, obs, out, _, _, _, _ = self._encode(
+            past_target, past_observed_values, past_time_feat, future_target, future_observed_values, future_time_feat
+        )
+        n = out.shape[1] if self.loss_positions == "all" else self.prediction_length
+        x0 = scaled[:, -n:]
+        return x0.reshape(-1, self.target_dim), out[:, -n:].reshape(-1, out.shape[-1]), obs[:, -n:].reshape(-1, self.target_dim)
+
+    def loss(self, past_target, past_observed_values, past_time_feat, future_time_feat, future_target,
+             future_observed_values) -> torch.Tensor:
+        """Denoising score-matching loss per window, shape ``(B,)`` (A held fixed)."""
+        x0, cond, mask = self.training_inputs(
+            past_target, past_observed_values, past_time_feat, future_time_feat, future_target, future_observed_values
+        )
+        per_elem = self.dsm(self.sde, self.denoiser, x0, cond, mask)
+        B = past_target.shape[0]
+        return per_elem.reshape(B, -1).sum(1) / mask.reshape(B, -1).sum(1).clamp_min(1)
+
+    # -------------------------------------------------------------- sampling
+    def forward(self, past_target, past_observed_values, past_time_feat, future_time_feat,
+                num_parallel_samples: Optional[int] = None) -> torch.Tensor:
+        """Sample forecasts, shape ``(B, num_parallel_samples, prediction_length, D)``."""
+        S = num_parallel_samples or self.num_parallel_samples
+        P, H, D = self._past_length, self.prediction_length, self.target_dim
+        scaled, _, _, state, loc, scale, static = self._encode(past_target, past_observed_values, past_time_feat)
+        B = past_target.shape[0]
+
+        def rep(x, dim=0):
+            return x.repeat_interleave(S, dim=dim)
+
+        state = tuple(rep(s, 1) for s in state) if isinstance(state, tuple) else rep(state, 1)
+        seq = torch.cat([rep(scaled), scaled.new_zeros(B * S, H, D)], dim=1)
+        static, time_feat = rep(static), rep(future_time_feat)
+        score_fn = ScoreModel(self.sde, self.denoiser)
+        ts = time_grid(self.sde, self.sampler_steps, self.time_grid_rho, device=past_target.device)
+        for k in tqdm(range(H), desc="sampling", leave=False, disable=not self.progress):
+            inputs = self._rnn_inputs(seq, P + k, P + k + 1, time_feat[:, k : k + 1], static)
+            out, state = self.rnn(inputs, state)
+            a = self.sde.prior_sample(B * S, kind=self.prior, device=past_target.device)
+            seq[:, P + k] = self.sampler(score_fn, self.sde, a, ts, cond=out[:, 0]).x
+        samples = seq[:, P:] * rep(scale) + rep(loc)
+        return samples.reshape(B, S, H, D)
+
+    @property
+    def nfe_per_step(self) -> int:
+        """Score evaluations per forecast step and sample path."""
+        return (2 if self.sampler_name == "heun" else 1) * self.sampler_steps
