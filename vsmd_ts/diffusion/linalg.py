@@ -12,6 +12,7 @@ import torch
 
 __all__ = [
     "apply_block",
+    "congruence",
     "cholesky_block",
     "expm_block",
     "lyapunov_integral",
@@ -72,13 +73,34 @@ def expm_block(M: torch.Tensor) -> torch.Tensor:
     return torch.stack([top, bottom], dim=-2)
 
 
+def _entries(M: torch.Tensor):
+    return M[..., 0, 0], M[..., 0, 1], M[..., 1, 0], M[..., 1, 1]
+
+
+def _sym(p: torch.Tensor, r: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Symmetric 2 x 2 blocks ``[[p, r], [r, q]]``."""
+    return torch.stack([torch.stack([p, r], -1), torch.stack([r, q], -1)], dim=-2)
+
+
+def congruence(M: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """``M S M^T`` for symmetric ``S``, written out entry by entry (batched 2 x 2
+    ``matmul`` is an order of magnitude slower on CPU)."""
+    if M.shape[-1] == 1:
+        return M * M * S
+    a, b, c, d = _entries(M)
+    p, r, q = S[..., 0, 0], S[..., 0, 1], S[..., 1, 1]
+    ap_br, ar_bq = a * p + b * r, a * r + b * q  # first row of M S
+    cp_dr, cr_dq = c * p + d * r, c * r + d * q  # second row
+    return _sym(ap_br * a + ar_bq * b, ap_br * c + ar_bq * d, cp_dr * c + cr_dq * d)
+
+
 def lyapunov_integral(
     F: torch.Tensor,
     Q: torch.Tensor,
     B: torch.Tensor,
     Sigma_inf: torch.Tensor,
     series_threshold: float = 0.5,
-    terms: int = 24,
+    terms: int = 18,
 ) -> torch.Tensor:
     """Covariance gained from zero by ``dS/dB = F S + S F^T + Q`` over ``B``.
 
@@ -86,29 +108,43 @@ def lyapunov_integral(
     as ``Sigma_inf - e^{FB} Sigma_inf e^{F^T B}`` with the stationary
     covariance; for small ``B``, where that difference cancels
     catastrophically (the x-variance of a momentum SDE is O(B^3)), as the
-    series ``sum_n B^n / n! L^{n-1}(Q)`` with ``L(X) = F X + X F^T``.
+    series ``sum_n B^n / n! L^{n-1}(Q)`` with ``L(X) = F X + X F^T``; with
+    ``B |F| < 0.5`` its truncation error is below 1e-13 relative.
 
     Parameters
     ----------
     F, Q, Sigma_inf
-        Blocks ``(..., K, K)`` in float64; ``Sigma_inf`` solves
-        ``F S + S F^T + Q = 0``.
+        Blocks ``(..., K, K)`` in float64; ``Q`` and ``Sigma_inf`` symmetric,
+        ``Sigma_inf`` solves ``F S + S F^T + Q = 0``.
     B
         Integrated time ``int beta``, broadcastable to the blocks' batch
         shape with two trailing singleton dims.
     """
-    Phi = expm_block(F * B)
-    closed = Sigma_inf - Phi @ Sigma_inf @ transpose_block(Phi)
+    closed = Sigma_inf - congruence(expm_block(F * B), Sigma_inf)
     norm = F.abs().amax(dim=(-2, -1), keepdim=True)
-    B_series = torch.minimum(B, series_threshold / norm.clamp_min(1e-12))
-    term = Q * B_series
-    series = term
-    Ft = transpose_block(F)
-    for n in range(2, terms + 1):
-        term = (F @ term + term @ Ft) * (B_series / n)
-        series = series + term
-    use_series = B * norm < series_threshold
-    return torch.where(use_series, series, closed)
+    Bs = torch.minimum(B, series_threshold / norm.clamp_min(1e-12))  # keeps the unused branch finite
+    if F.shape[-1] == 1:
+        f = F
+        term = Q * Bs
+        series = term
+        for n in range(2, terms + 1):
+            term = 2 * f * term * (Bs / n)
+            series = series + term
+    else:
+        f00, f01, f10, f11 = _entries(F)
+        Bs = Bs[..., 0, 0]
+        p, r, q = Q[..., 0, 0] * Bs, Q[..., 0, 1] * Bs, Q[..., 1, 1] * Bs
+        sp, sr, sq = p, r, q
+        for n in range(2, terms + 1):
+            h = Bs / n
+            p, r, q = (
+                2 * (f00 * p + f01 * r) * h,
+                (f00 * r + f01 * q + f10 * p + f11 * r) * h,
+                2 * (f10 * r + f11 * q) * h,
+            )
+            sp, sr, sq = sp + p, sr + r, sq + q
+        series = _sym(sp, sr, sq)
+    return torch.where(B * norm < series_threshold, series, closed)
 
 
 def cholesky_block(S: torch.Tensor) -> torch.Tensor:

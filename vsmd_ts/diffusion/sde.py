@@ -29,13 +29,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .linalg import (
-    apply_block,
-    cholesky_block,
-    expm_block,
-    lyapunov_integral,
-    transpose_block,
-)
+from .linalg import apply_block, cholesky_block, congruence, expm_block, lyapunov_integral, transpose_block
 
 __all__ = [
     "LinearSDE",
@@ -216,7 +210,7 @@ class LinearSDE(nn.Module):
         cov = lyapunov_integral(F, Q, B, Sinf)
         S0 = self._initial_cov(device) if sigma0 is None else sigma0.to(device, torch.float64)
         if bool((S0 != 0).any()):
-            cov = cov + Phi @ S0 @ transpose_block(Phi)
+            cov = cov + congruence(Phi, S0)
         out = Transition(Phi, cov, cholesky_block(cov))
         if device != t.device:
             out = Transition(*(x.to(t.device) for x in (out.mean_coef, out.cov, out.chol)))
@@ -299,8 +293,8 @@ class LinearSDE(nn.Module):
         S0[0, 0] = float(data_var)
         if K == 2:
             S0[1, 1] = 1.0  # initial velocity ~ N(0, I)
-        noise_only = tr.cov - tr.mean_coef @ self._initial_cov(device) @ transpose_block(tr.mean_coef)
-        return noise_only + tr.mean_coef @ S0 @ transpose_block(tr.mean_coef)
+        noise_only = tr.cov - congruence(tr.mean_coef, self._initial_cov(device))
+        return noise_only + congruence(tr.mean_coef, S0)
 
     def prior_sample(
         self,
