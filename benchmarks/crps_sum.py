@@ -1,0 +1,288 @@
+"""CRPS-Sum benchmark of the VSMD forecasters in the standard multivariate protocol.
+
+    python benchmarks/crps_sum.py --dataset exchange_rate_nips --sde vsuld vscld cld vsdm vp \\
+        --seeds 0 1 2 --out runs/exchange
+    python benchmarks/crps_sum.py --quick --out runs/quick            # exchange, a few minutes
+    python benchmarks/crps_sum.py --split validation ...              # model selection, never on test
+    python benchmarks/crps_sum.py --synthetic-like electricity_nips --out runs/elec-speed
+
+Protocol (TimeGrad / GluonTS ``*_nips``): ``MultivariateGrouper`` on train and test (5 rolling
+windows for exchange, 7 for the others), 100 sample paths, ``MultivariateEvaluator`` over the
+quantiles 0.05 ... 0.95 with a sum aggregate. Reported: CRPS (``mean_wQuantileLoss``), CRPS-Sum
+(``m_sum_mean_wQuantileLoss``), ND-Sum, NRMSE-Sum, energy score, 50%/90% interval coverage,
+training and sampling wall time, NFE per forecast step and peak memory (RSS).
+
+Each (sde, seed) runs in its own process (clean peak-memory numbers, ``--jobs`` in parallel)
+and writes ``<out>/runs/<name>.json``; the parent writes ``<out>/summary.md`` (mean ± std over
+seeds) and fan charts under ``<out>/figures/``. Hyper-parameters live in ``benchmarks/configs.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from configs import config_for  # noqa: E402
+
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
+SDES = ["vsuld", "vscld", "cld", "vsdm", "vp"]
+DATASETS = ["exchange_rate_nips", "electricity_nips", "solar_nips"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="exchange_rate_nips", choices=DATASETS)
+    p.add_argument("--sde", nargs="+", default=SDES, choices=SDES)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA) if DEFAULT_DATA.exists() else None,
+                   help="folder with <dataset>/<dataset>.tar.gz (default ../shared/data when present); "
+                        "otherwise GluonTS downloads the data")
+    p.add_argument("--split", choices=["test", "validation"], default="test",
+                   help="'validation': train on the training range minus its last windows and evaluate on those")
+    p.add_argument("--eval-steps", nargs="+", type=int, default=None,
+                   help="sampler step counts to evaluate each trained model with (default: the config's)")
+    p.add_argument("--quick", action="store_true", help="short smoke run (results marked quick)")
+    p.add_argument("--synthetic-like", choices=DATASETS, default=None,
+                   help="random data of this dataset's shape: speed and memory only, never accuracy")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override estimator arguments or max_epochs / num_samples, e.g. --set beta=8 max_epochs=10")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--max-train-minutes", type=float, default=30.0, help="wall-clock cap on training (safety)")
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--single", nargs=2, metavar=("SDE", "SEED"), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def run_name(args, sde: str, seed: int) -> str:
+    dataset = args.synthetic_like or args.dataset
+    tag = "synthetic" if args.synthetic_like else args.split
+    return f"{dataset}_{tag}_{sde}_seed{seed}" + ("_quick" if args.quick else "")
+
+
+def machine() -> dict:
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def run_one(args, sde: str, seed: int) -> dict:
+    """Train and evaluate one (sde, seed); runs in its own process."""
+    import torch
+    from gluonts.evaluation import make_evaluation_predictions
+
+    from vsmd_ts import VSMDEstimator
+    from vsmd_ts.timeseries.data import holdout_windows, load_benchmark, synthetic_like
+    from vsmd_ts.timeseries.metrics import evaluate_forecasts
+    from vsmd_ts.timeseries.plots import plot_fan_chart
+
+    warnings.simplefilter("ignore", FutureWarning)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    synthetic = args.synthetic_like is not None
+    dataset = args.synthetic_like or args.dataset
+    data = synthetic_like(dataset, seed=seed) if synthetic else load_benchmark(dataset, args.data_dir)
+    train, test = data.train, data.test
+    if args.split == "validation" and not synthetic:
+        train, test = holdout_windows(data.train, data.prediction_length, data.num_test_dates, data.freq)
+    if synthetic:
+        test = [list(test)[-1]]  # one window is enough to time sampling
+
+    cfg = config_for(dataset, sde, args.quick)
+    for item in args.set:
+        key, _, text = item.partition("=")
+        if key in ("max_epochs", "num_samples"):
+            cfg[key] = int(text)
+        else:
+            cfg["estimator"][key] = _value(text)
+    if synthetic and not any(s.startswith("max_epochs=") for s in args.set):
+        cfg["max_epochs"] = 1
+    trainer_kwargs = {
+        "max_epochs": cfg["max_epochs"],
+        "max_time": datetime.timedelta(minutes=args.max_train_minutes),
+        "enable_progress_bar": args.progress,
+    }
+    estimator = VSMDEstimator(
+        freq=data.freq, prediction_length=data.prediction_length, target_dim=data.target_dim, sde=sde, seed=seed,
+        trainer_kwargs=trainer_kwargs, **cfg["estimator"],
+    )
+    t0 = time.perf_counter()
+    out_train = estimator.train_model(train)
+    train_time = time.perf_counter() - t0
+    epochs_done = out_train.trainer.current_epoch
+    predictor = out_train.predictor
+    model = predictor.prediction_net.model
+
+    record = {
+        "name": run_name(args, sde, seed),
+        "dataset": dataset,
+        "split": "synthetic" if synthetic else args.split,
+        "quick": args.quick,
+        "sde": sde,
+        "seed": seed,
+        "config": cfg,
+        "epochs_completed": epochs_done,
+        "train_time_s": train_time,
+        "train_s_per_epoch": train_time / max(epochs_done, 1),
+        "A_mean": float(model.sde.control_trace().mean()) if model.sde.learns_A else None,
+        "A_min_max": [float(model.sde.control_trace().min()), float(model.sde.control_trace().max())]
+        if model.sde.learns_A else None,
+        "evaluations": [],
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "command": os.environ.get("VSMD_BENCH_COMMAND", " ".join(map(shlex.quote, sys.argv))),
+    }
+    for steps in args.eval_steps or [cfg["estimator"]["sampler_steps"]]:
+        model.sampler_steps = steps
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        forecast_it, ts_it = make_evaluation_predictions(test, predictor, num_samples=cfg["num_samples"])
+        forecasts, tss = list(forecast_it), list(ts_it)
+        sample_time = time.perf_counter() - t0
+        ev = {"sampler": model.sampler_name, "sampler_steps": steps, "nfe_per_step": model.nfe_per_step,
+              "sample_time_s": sample_time, "num_samples": cfg["num_samples"], "windows": len(forecasts)}
+        if synthetic:
+            ev["metrics"] = None  # random data: no accuracy
+        else:
+            ev["metrics"] = evaluate_forecasts(forecasts, tss)
+            if steps == (args.eval_steps or [cfg["estimator"]["sampler_steps"]])[0] and seed == args.seeds[0]:
+                plot_fan_chart(forecasts[-1], tss[-1], out / "figures" / f"{record['name']}.png", dims=(0, 1, 2, 3),
+                               title=f"{sde} on {dataset} ({args.split}), seed {seed}, {model.nfe_per_step} NFE/step")
+        record["evaluations"].append(ev)
+    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        record["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return record
+
+
+def _fmt(values, digits=4):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def summarize(out: Path, records) -> str:
+    """Markdown table: one row per (sde, NFE), mean ± std over seeds."""
+    lines = []
+    first = records[0]
+    title = f"{first['dataset']} ({first['split']}{', QUICK' if first['quick'] else ''})"
+    lines.append(f"### {title}\n")
+    lines.append(f"date {first['date']}; machine {first['machine']['processor']}, {first['machine']['cpu_count']} cores, "
+                 f"torch {first['machine']['torch']}; command: `{first['command']}`\n")
+    if first["split"] == "synthetic":
+        lines.append("| sde | seeds | epochs | s / epoch | sampling s / window | NFE / step | peak RSS MB |")
+        lines.append("|---|---|---|---|---|---|---|")
+    else:
+        lines.append("| sde | NFE / step | seeds | CRPS-Sum | CRPS | ND-Sum | NRMSE-Sum | energy | cov 50% | cov 90% | train min | sampling s | peak RSS MB |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    by_key = {}
+    for r in records:
+        for ev in r["evaluations"]:
+            by_key.setdefault((r["sde"], ev["nfe_per_step"]), []).append((r, ev))
+    order = {s: i for i, s in enumerate(SDES)}
+    for (sde, nfe), rows in sorted(by_key.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])):
+        seeds = ",".join(str(r["seed"]) for r, _ in rows)
+        if first["split"] == "synthetic":
+            lines.append(f"| {sde} | {seeds} | {rows[0][0]['epochs_completed']} | {_fmt([r['train_s_per_epoch'] for r, _ in rows], 1)} | "
+                         f"{_fmt([e['sample_time_s'] / e['windows'] for _, e in rows], 1)} | {nfe} | {_fmt([r['peak_rss_mb'] for r, _ in rows], 0)} |")
+            continue
+        m = lambda key: [e["metrics"][key] for _, e in rows]  # noqa: E731
+        lines.append(
+            f"| {sde} | {nfe} | {seeds} | {_fmt(m('CRPS-Sum'))} | {_fmt(m('CRPS'))} | {_fmt(m('ND-Sum'))} | {_fmt(m('NRMSE-Sum'))} | "
+            f"{_fmt(m('energy_score'), 3)} | {_fmt(m('coverage_50'), 2)} | {_fmt(m('coverage_90'), 2)} | "
+            f"{_fmt([r['train_time_s'] / 60 for r, _ in rows], 1)} | {_fmt([e['sample_time_s'] for _, e in rows], 0)} | "
+            f"{_fmt([r['peak_rss_mb'] for r, _ in rows], 0)} |"
+        )
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    return text
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    if args.single:
+        sde, seed = args.single[0], int(args.single[1])
+        record = run_one(args, sde, seed)
+        (out / "runs" / f"{record['name']}.json").write_text(json.dumps(record, indent=1))
+        return 0
+    if not args.synthetic_like:
+        # fail early, in the parent, with the loader's clear message
+        from vsmd_ts.timeseries.data import DatasetNotFoundError, load_benchmark
+
+        try:
+            load_benchmark(args.dataset, args.data_dir)
+        except DatasetNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    jobs = [(sde, seed) for sde in args.sde for seed in args.seeds]
+    env = dict(os.environ, VSMD_BENCH_COMMAND=" ".join(["python", "benchmarks/crps_sum.py"] + [shlex.quote(a) for a in (argv or sys.argv[1:])]),
+               OMP_NUM_THREADS=str(args.threads))
+    base = [sys.executable, str(Path(__file__).resolve())] + [a for a in (argv or sys.argv[1:])]
+    running, failed = [], []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), desc="benchmark runs")
+    queue = list(jobs)
+    while queue or running:
+        while queue and len(running) < args.jobs:
+            sde, seed = queue.pop(0)
+            log = open(out / "runs" / f"{run_name(args, sde, seed)}.log", "w")
+            proc = subprocess.Popen(base + ["--single", sde, str(seed)], stdout=log, stderr=subprocess.STDOUT, env=env)
+            running.append((proc, sde, seed, log))
+        time.sleep(0.5)
+        for item in list(running):
+            proc, sde, seed, log = item
+            if proc.poll() is not None:
+                running.remove(item)
+                log.close()
+                bar.update(1)
+                if proc.returncode != 0:
+                    failed.append(f"{sde} seed {seed} (see {log.name})")
+    bar.close()
+    names = {run_name(args, sde, seed) for sde, seed in jobs}
+    records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")) if p.stem in names]
+    if records:
+        print(summarize(out, records))
+    if failed:
+        print("failed runs: " + "; ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
