@@ -75,6 +75,15 @@ def test_training_reduces_the_loss():
     assert after < 0.8 * before, (before, after)
 
 
+def test_variational_score_is_learned_during_training():
+    """The alternation schedule reaches its A phases: A moves for vsuld, stays 0 for cld."""
+    est = tiny(num_batches_per_epoch=10, trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False), A_lr=1e-2)
+    A = est.train_model(dataset(signal())).trained_net.model.sde.A_v.detach()
+    assert (A.abs() > 1e-3).all() and (A.abs() < 0.4).all()
+    est = tiny(sde="cld", num_batches_per_epoch=10, trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False))
+    assert (est.train_model(dataset(signal())).trained_net.model.sde.A_v == 0).all()
+
+
 def test_nan_targets_train_without_nan_loss():
     target = signal()
     target[1, 20:60] = np.nan

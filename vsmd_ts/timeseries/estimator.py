@@ -270,10 +270,10 @@ class VSMDEstimator(PyTorchLightningEstimator):
             "num_trajectories": num_trajectories,
             "frozen_policy": frozen_policy,
         }
-        # build once so that bad hyper-parameters fail here, not after data loading
-        self.create_lightning_module()
         self.batch_size = int(batch_size)
         self.num_batches_per_epoch = int(num_batches_per_epoch)
+        # build once so that bad hyper-parameters fail here, not after data loading
+        self.create_lightning_module()
         self.seed = seed
         self.train_sampler = train_sampler or ExpectedNumInstanceSampler(
             num_instances=1.0, min_past=self.context_length, min_future=self.prediction_length
@@ -319,7 +319,9 @@ class VSMDEstimator(PyTorchLightningEstimator):
         )
 
     def create_lightning_module(self) -> VSMDLightningModule:
-        return VSMDLightningModule(model_kwargs=dict(self.model_kwargs), **self.module_kwargs)
+        return VSMDLightningModule(
+            model_kwargs=dict(self.model_kwargs), num_batches_per_epoch=self.num_batches_per_epoch, **self.module_kwargs
+        )
 
     def create_training_data_loader(self, data: Dataset, module: VSMDLightningModule,
                                     shuffle_buffer_length: Optional[int] = None, **kwargs) -> Iterable:

@@ -38,6 +38,10 @@ class VSMDLightningModule(pl.LightningModule):
         Trajectories simulated at the start of each A phase.
     frozen_policy
         ``"score"`` (VSMD code) or ``"score_minus_forward"`` (SB-FBSDE/VSDM).
+    num_batches_per_epoch
+        Batches per epoch; with the trainer's ``max_epochs`` it gives the run
+        length that the schedule's fractions refer to (GluonTS loaders have no
+        length Lightning could read).
     """
 
     @validated()
@@ -54,12 +58,14 @@ class VSMDLightningModule(pl.LightningModule):
         trajectory_steps: int = 50,
         num_trajectories: int = 256,
         frozen_policy: str = "score",
+        num_batches_per_epoch: int = 50,
     ) -> None:
         super().__init__()
         self.model = VSMDModel(**model_kwargs)
         self.lr = lr
         self.A_lr = A_lr
         self.weight_decay = weight_decay
+        self.num_batches_per_epoch = num_batches_per_epoch
         self.inputs = self.model.describe_inputs()
         self.objective = VSMDObjective(
             self.model.sde,
@@ -80,8 +86,12 @@ class VSMDLightningModule(pl.LightningModule):
         )
 
     def _total_steps(self) -> int:
-        total = self.trainer.estimated_stepping_batches
-        return int(total) if total != float("inf") else 10**9
+        """Optimiser steps of the whole run (``max_steps``, else epochs x batches)."""
+        if self.trainer.max_steps and self.trainer.max_steps > 0:
+            return int(self.trainer.max_steps)
+        if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
+            raise ValueError("VSMD training needs max_epochs or max_steps: the A schedule is a fraction of the run")
+        return int(self.trainer.max_epochs) * self.num_batches_per_epoch
 
     def training_step(self, batch, batch_idx: int):
         x0, cond, mask = self._training_inputs(batch)
