@@ -53,6 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=str(DEFAULT_DATA) if DEFAULT_DATA.exists() else None,
                    help="folder with <dataset>/<dataset>.tar.gz (default ../shared/data when present); "
                         "otherwise GluonTS downloads the data")
+    p.add_argument("--no-download", action="store_true", help="never fall back to GluonTS's download")
     p.add_argument("--split", choices=["test", "validation"], default="test",
                    help="'validation': train on the training range minus its last windows and evaluate on those")
     p.add_argument("--eval-steps", nargs="+", type=int, default=None,
@@ -111,7 +112,7 @@ def run_one(args, sde: str, seed: int) -> dict:
     out = Path(args.out)
     synthetic = args.synthetic_like is not None
     dataset = args.synthetic_like or args.dataset
-    data = synthetic_like(dataset, seed=seed) if synthetic else load_benchmark(dataset, args.data_dir)
+    data = synthetic_like(dataset, seed=seed) if synthetic else load_benchmark(dataset, args.data_dir, not args.no_download)
     train, test = data.train, data.test
     if args.split == "validation" and not synthetic:
         train, test = holdout_windows(data.train, data.prediction_length, data.num_test_dates, data.freq)
@@ -245,7 +246,7 @@ def main(argv=None):
         from vsmd_ts.timeseries.data import DatasetNotFoundError, load_benchmark
 
         try:
-            load_benchmark(args.dataset, args.data_dir)
+            load_benchmark(args.dataset, args.data_dir, not args.no_download)
         except DatasetNotFoundError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

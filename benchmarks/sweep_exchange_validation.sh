@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Model selection for exchange_rate_nips on the validation split (last 5 x 30 steps of the
+# training range). Never touches the test windows. Results: runs/val-exchange/<config>/summary.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/val-exchange}
+COMMON=(--dataset exchange_rate_nips --split validation --sde vsuld --seeds 0 1 --jobs 2 --eval-steps 20 100)
+run() { name=$1; shift; python benchmarks/crps_sum.py "${COMMON[@]}" --out "$OUT/$name" "$@"; }
+run base      --set max_epochs=20
+run beta10    --set max_epochs=20 beta=10
+run beta4     --set max_epochs=20 beta=4
+run prior-tr  --set max_epochs=20 prior=transition
+run Alr1e-2   --set max_epochs=20 A_lr=0.01
+run epochs40  --set max_epochs=40

@@ -1,0 +1,39 @@
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from test_data_metrics import write_fake_archive
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import crps_sum  # noqa: E402
+
+TINY = ["max_epochs=1", "num_batches_per_epoch=2", "hidden_size=8", "denoiser_hidden=16", "denoiser_blocks=1",
+        "num_samples=4", "batch_size=4"]
+
+
+def test_benchmark_script_smoke(tmp_path):
+    write_fake_archive(tmp_path / "data", T=200)
+    out = tmp_path / "out"
+    code = crps_sum.main(["--dataset", "exchange_rate_nips", "--data-dir", str(tmp_path / "data"), "--sde", "vsuld",
+                          "--seeds", "0", "--out", str(out), "--quick", "--eval-steps", "2", "3", "--set", *TINY])
+    assert code == 0
+    (run,) = list((out / "runs").glob("*.json"))
+    record = json.loads(run.read_text())
+    assert record["quick"] and record["seed"] == 0 and record["epochs_completed"] == 1
+    assert [e["nfe_per_step"] for e in record["evaluations"]] == [4, 6]
+    for ev in record["evaluations"]:
+        assert np.isfinite(ev["metrics"]["CRPS-Sum"]) and ev["metrics"]["CRPS-Sum"] > 0
+        assert 0 <= ev["metrics"]["coverage_90"] <= 1
+    assert record["peak_rss_mb"] > 0 and record["train_time_s"] > 0
+    assert "| vsuld | 4 | 0 |" in (out / "summary.md").read_text()
+    assert list((out / "figures").glob("*.png"))
+
+
+def test_benchmark_script_missing_dataset_message(tmp_path, capsys):
+    code = crps_sum.main(["--dataset", "solar_nips", "--data-dir", str(tmp_path), "--no-download", "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "solar_nips.tar.gz" in err and "Traceback" not in err
