@@ -263,4 +263,4 @@ class VSMDModel(nn.Module):
     @property
     def nfe_per_step(self) -> int:
         """Score evaluations per forecast step and sample path."""
-        return (2 if self.sampler_name == "heun" else 1) * self.sampler_steps
+        return (2 if "heun" in self.sampler_name else 1) * self.sampler_steps
