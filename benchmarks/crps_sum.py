@@ -135,7 +135,7 @@ def run_one(args, sde: str, seed: int) -> dict:
     }
     estimator = VSMDEstimator(
         freq=data.freq, prediction_length=data.prediction_length, target_dim=data.target_dim, sde=sde, seed=seed,
-        trainer_kwargs=trainer_kwargs, **cfg["estimator"],
+        progress=args.progress, trainer_kwargs=trainer_kwargs, **cfg["estimator"],
     )
     t0 = time.perf_counter()
     out_train = estimator.train_model(train)

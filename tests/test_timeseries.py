@@ -26,7 +26,7 @@ def tiny(**kw):
         freq="h", prediction_length=H, target_dim=D, context_length=12, lags_seq=[1, 2, 24],
         hidden_size=8, num_layers=1, denoiser_hidden=16, denoiser_blocks=1, batch_size=4,
         num_batches_per_epoch=3, sampler_steps=2, num_parallel_samples=5, trajectory_steps=3,
-        num_trajectories=8, seed=0, trainer_kwargs=dict(max_epochs=2, enable_progress_bar=False),
+        num_trajectories=8, seed=0, progress=False, trainer_kwargs=dict(max_epochs=2, enable_progress_bar=False),
     )
     args.update(kw)
     return VSMDEstimator(**args)

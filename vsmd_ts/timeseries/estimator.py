@@ -200,7 +200,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         train_sampler: Optional[InstanceSampler] = None,
         validation_sampler: Optional[InstanceSampler] = None,
         seed: Optional[int] = None,
-        progress: bool = False,
+        progress: bool = True,
     ) -> None:
         default_trainer_kwargs = {
             "max_epochs": 50,

@@ -98,11 +98,11 @@ class VSMDLightningModule(pl.LightningModule):
         loss, stage = self.objective(self.global_step, self._total_steps(), x0, cond, mask)
         batch_size = batch["past_target"].shape[0]
         if stage == "forward":
-            self.log("A_loss", loss, on_step=False, on_epoch=True, batch_size=batch_size)
+            self.log("A_loss", loss, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         else:
-            self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
         if self.model.sde.learns_A:
-            self.log("A_mean", self.model.sde.control_trace().mean(), on_step=False, on_epoch=True, batch_size=batch_size)
+            self.log("A_mean", self.model.sde.control_trace().mean(), on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int):
@@ -111,7 +111,7 @@ class VSMDLightningModule(pl.LightningModule):
             future_target=batch["future_target"],
             future_observed_values=batch["future_observed_values"],
         ).mean()
-        self.log("val_loss", val_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["past_target"].shape[0])
+        self.log("val_loss", val_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["past_target"].shape[0], sync_dist=True)
         return val_loss
 
     def configure_optimizers(self):
