@@ -3,7 +3,7 @@
 Imports torch only, so it is quick to import and test.
 """
 
-from .losses import DSMLoss, VariationalLoss, sample_times
+from .losses import DSMLoss, VariationalLoss, evaluation_loss, sample_times
 from .nets import ResidualMLP, ScoreModel, SinusoidalEmbedding
 from .samplers import SAMPLERS, SamplerOutput, euler_maruyama, get_sampler, heun, pf_drift, splitting, time_grid
 from .sde import (
@@ -38,6 +38,7 @@ __all__ = [
     "VSMDObjective",
     "damping_transform",
     "euler_maruyama",
+    "evaluation_loss",
     "get_sampler",
     "heun",
     "inverse_damping_transform",

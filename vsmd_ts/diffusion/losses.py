@@ -11,7 +11,7 @@ import torch
 
 from .sde import LinearSDE
 
-__all__ = ["DSMLoss", "VariationalLoss", "sample_times"]
+__all__ = ["DSMLoss", "VariationalLoss", "evaluation_loss", "sample_times"]
 
 
 def sample_times(sde: LinearSDE, n: int, device=None, generator=None, stratified: bool = True) -> torch.Tensor:
@@ -83,6 +83,22 @@ class DSMLoss:
         a_t, eps = sde.perturb(x0, t, generator)
         loss = (net(a_t, t, cond) - eps[:, -1]) ** 2
         return loss if mask is None else loss * mask
+
+
+@torch.no_grad()
+def evaluation_loss(sde: LinearSDE, net, x0: torch.Tensor, cond=None, seed: int = 1234) -> float:
+    """Mean DSM loss on ``x0`` with fixed times (a stratified grid) and seeded noise.
+
+    Deterministic, so values before and after training are comparable.
+    """
+    was_training = net.training
+    net.eval()
+    n = x0.shape[0]
+    t = sde.eps + (sde.T - sde.eps) * (torch.arange(n, device=x0.device, dtype=torch.float32) + 0.5) / n
+    g = torch.Generator(device=x0.device).manual_seed(seed)
+    loss = DSMLoss(stratified=False)(sde, net, x0, cond, t=t, generator=g).mean()
+    net.train(was_training)
+    return float(loss)
 
 
 class VariationalLoss:

@@ -270,15 +270,15 @@ class LinearSDE(nn.Module):
         Linv_T = transpose_block(torch.linalg.inv(L))
         return -apply_block(Linv_T, eps.double()).to(eps.dtype)
 
-    def prior_cov(self, kind: str = "data", data_var: float = 1.0) -> torch.Tensor:
+    def prior_cov(self, kind: str = "data", data_var=1.0) -> torch.Tensor:
         """Covariance block of the sampling prior at ``T``.
 
         kind
-            ``"data"``: the marginal at ``T`` for data of per-coordinate
-            variance ``data_var`` (standardised data: 1), which accounts for the
-            part of the data that survives to ``T``; ``"transition"``: the
-            paper's ``Sigma_{T|0}`` (drops that part); ``"stationary"``:
-            ``Sigma_inf``.
+            ``"data"``: the marginal at ``T`` for independent data coordinates
+            of variance ``data_var`` (a float, or a tensor broadcastable to
+            ``data_shape``; standardised data: 1), which accounts for the part
+            of the data that survives to ``T``; ``"transition"``: the paper's
+            ``Sigma_{T|0}`` (drops that part); ``"stationary"``: ``Sigma_inf``.
         """
         device = self.control_trace().device
         if kind == "stationary":
@@ -288,11 +288,14 @@ class LinearSDE(nn.Module):
             return tr.cov
         if kind != "data":
             raise ValueError(f"unknown prior kind {kind!r}; use 'data', 'transition' or 'stationary'")
+        var = torch.as_tensor(data_var, dtype=torch.float64, device=device).expand(self.data_shape)
+        if not (torch.isfinite(var).all() and (var >= 0).all()):
+            raise ValueError(f"data_var must be finite and non-negative, got {data_var}")
         K = self.num_channels
-        S0 = torch.zeros(K, K, dtype=torch.float64, device=device)
-        S0[0, 0] = float(data_var)
+        S0 = torch.zeros(self.data_shape + (K, K), dtype=torch.float64, device=device)
+        S0[..., 0, 0] = var
         if K == 2:
-            S0[1, 1] = 1.0  # initial velocity ~ N(0, I)
+            S0[..., 1, 1] = 1.0  # initial velocity ~ N(0, I)
         noise_only = tr.cov - congruence(tr.mean_coef, self._initial_cov(device))
         return noise_only + congruence(tr.mean_coef, S0)
 
@@ -300,7 +303,7 @@ class LinearSDE(nn.Module):
         self,
         num: int,
         kind: str = "data",
-        data_var: float = 1.0,
+        data_var=1.0,
         generator=None,
         device=None,
         dtype=torch.float32,
@@ -376,7 +379,9 @@ class MomentumSDE(LinearSDE):
         transition (``Sigma_0 = diag(0, 1)``), the Rao-Blackwellised form of
         eq. (11) with the same minimiser and a bounded velocity score;
         ``"sample"``: ``v_0`` is drawn and conditioned on (``Sigma_0 = 0``),
-        as in the authors' code.
+        as in the authors' code. (Either way the training target's factor
+        ``1 / L_vv`` grows as ``t -> 0``; marginalising keeps ``L_vv`` near 1
+        only once ``Sigma_0`` dominates.)
     T, eps
         Horizon and small-time cut-off.
     """

@@ -97,13 +97,15 @@ def simulate_backward(
     prior: str = "data",
     generator: Optional[torch.Generator] = None,
     device=None,
+    data_var=1.0,
 ) -> Trajectories:
     """Simulate ``num`` backward trajectories (Euler-Maruyama, ``steps`` steps).
 
     Starts from the sampling prior, records each state and the frozen policy
-    ``z_hat`` at every grid time. ``cond`` (if given) has ``num`` rows.
+    ``z_hat`` at every grid time. ``cond`` (if given) has ``num`` rows;
+    ``prior`` and ``data_var`` choose the prior (:meth:`LinearSDE.prior_cov`).
     """
-    a = sde.prior_sample(num, kind=prior, generator=generator, device=device)
+    a = sde.prior_sample(num, kind=prior, data_var=data_var, generator=generator, device=device)
     states, times, policies = [], [], []
 
     def record(i, t, state, score):
@@ -129,18 +131,22 @@ class VariationalScoreUpdater:
         Prior of the simulation (see :meth:`LinearSDE.prior_cov`).
     minibatch
         Number of cached states per loss evaluation (``None``: all).
+    data_var
+        Per-coordinate data variance for the ``"data"`` prior.
     """
 
-    def __init__(self, steps: int = 100, frozen_policy: str = "score", prior: str = "data", minibatch: Optional[int] = None):
+    def __init__(self, steps: int = 100, frozen_policy: str = "score", prior: str = "data",
+                 minibatch: Optional[int] = None, data_var=1.0):
         self.steps = int(steps)
         self.loss_fn = VariationalLoss(frozen_policy)
         self.prior = prior
+        self.data_var = data_var
         self.minibatch = minibatch
         self.cache: Optional[Trajectories] = None
 
     def refresh(self, score_fn: Callable, sde: LinearSDE, num: int, cond=None, generator=None, device=None) -> None:
         self.cache = simulate_backward(
-            score_fn, sde, num, self.steps, cond, self.loss_fn, self.prior, generator, device
+            score_fn, sde, num, self.steps, cond, self.loss_fn, self.prior, generator, device, self.data_var
         )
 
     def loss(self, sde: LinearSDE, generator=None) -> torch.Tensor:
