@@ -9,7 +9,6 @@ one ``(D, T)`` training series and ``num_test_dates`` rolling test windows.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import tarfile
 import warnings

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
-import torch
 from gluonts.core.component import validated
 from gluonts.itertools import select
 
