@@ -27,17 +27,19 @@ COMMON = {
 }
 
 CONFIGS = {
+    # validation sweep (benchmarks/sweep_exchange_validation.sh, VSULD, seeds 0-1): beta 10 > 4, 6, 14;
+    # 20 epochs > 10, 30, 40; prior "data" ~ "transition"; A_lr 1e-3 ~ 1e-2
     "exchange_rate_nips": {
-        "estimator": {**COMMON, "beta": 6.0},
-        "max_epochs": 40,
+        "estimator": {**COMMON, "beta": 10.0},
+        "max_epochs": 20,
     },
     "electricity_nips": {
-        "estimator": {**COMMON, "beta": 6.0, "hidden_size": 128, "denoiser_hidden": 512},
-        "max_epochs": 40,
+        "estimator": {**COMMON, "beta": 10.0, "hidden_size": 128, "denoiser_hidden": 512},
+        "max_epochs": 20,
     },
     "solar_nips": {
-        "estimator": {**COMMON, "beta": 6.0, "hidden_size": 128, "denoiser_hidden": 256},
-        "max_epochs": 40,
+        "estimator": {**COMMON, "beta": 10.0, "hidden_size": 128, "denoiser_hidden": 256},
+        "max_epochs": 20,
     },
 }
 
