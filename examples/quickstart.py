@@ -11,6 +11,7 @@ the archive GluonTS downloads, or the raw ``exchange_rate.txt.gz``); without it,
 import argparse
 import logging
 import time
+import warnings
 from pathlib import Path
 
 from gluonts.evaluation import make_evaluation_predictions
@@ -27,11 +28,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA) if DEFAULT_DATA.exists() else None)
     parser.add_argument("--sde", default="vsuld")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="quickstart_fan_chart.png")
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    # pandas deprecates Periods with business-day freq; GluonTS still uses them for 'B'
+    warnings.filterwarnings("ignore", ".*(BDay|PeriodDtype\\[B\\]).*", FutureWarning)
 
     data = load_benchmark("exchange_rate_nips", args.data_dir)
     print(f"loaded {data.name} from {data.source}: {data.target_dim} series, {data.num_test_dates} test windows")
