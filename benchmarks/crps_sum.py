@@ -163,7 +163,8 @@ def run_one(args, sde: str, seed: int) -> dict:
         "date": datetime.date.today().isoformat(),
         "command": os.environ.get("VSMD_BENCH_COMMAND", " ".join(map(shlex.quote, sys.argv))),
     }
-    for steps in args.eval_steps or [cfg["estimator"]["sampler_steps"]]:
+    eval_steps = args.eval_steps or [cfg["estimator"]["sampler_steps"]]
+    for steps in eval_steps:
         model.sampler_steps = steps
         torch.manual_seed(seed)
         t0 = time.perf_counter()
@@ -176,7 +177,7 @@ def run_one(args, sde: str, seed: int) -> dict:
             ev["metrics"] = None  # random data: no accuracy
         else:
             ev["metrics"] = evaluate_forecasts(forecasts, tss)
-            if steps == (args.eval_steps or [cfg["estimator"]["sampler_steps"]])[0] and seed == args.seeds[0]:
+            if steps == eval_steps[0] and seed == args.seeds[0]:
                 plot_fan_chart(forecasts[-1], tss[-1], out / "figures" / f"{record['name']}.png", dims=(0, 1, 2, 3),
                                title=f"{sde} on {dataset} ({args.split}), seed {seed}, {model.nfe_per_step} NFE/step")
         record["evaluations"].append(ev)

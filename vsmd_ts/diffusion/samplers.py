@@ -143,7 +143,20 @@ def euler_maruyama(
     return SamplerOutput(a, nfe)
 
 
-def _reverse_ou_step(sde: LinearSDE, a: torch.Tensor, t_from, t_to, generator):
+def _stationary_parts(sde: LinearSDE):
+    """``(F, Sigma_inf, last row of Sigma_inf^{-1})``, float64 blocks, computed once per sampling run."""
+    F = sde.drift_matrix().to(torch.float64)
+    Sinf = sde.stationary_cov().to(F.device)
+    return F, Sinf, torch.linalg.inv(Sinf)
+
+
+def _stationary_precision_last(Sinf_inv: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``(Sigma_inf^{-1} a)`` on the last channel, i.e. minus the stationary score there."""
+    row = Sinf_inv[..., -1, :].to(a.device, a.dtype)
+    return sum(row[..., j] * a[:, j] for j in range(a.shape[1]))
+
+
+def _reverse_ou_step(sde: LinearSDE, a: torch.Tensor, Fr, Sinf, t_from, t_to, generator):
     """Exact step of the linear part of the reverse SDE, from ``t_from`` down to ``t_to``.
 
     The reverse SDE is split as ``-f + g^2 s_inf`` plus ``g^2 (s - s_inf)`` with
@@ -151,15 +164,10 @@ def _reverse_ou_step(sde: LinearSDE, a: torch.Tensor, t_from, t_to, generator):
     linear SDE with drift block ``F_r = Sigma_inf F^T Sigma_inf^{-1}`` that
     keeps ``N(0, Sigma_inf)`` invariant; its Gaussian transition is exact.
     """
-    F = sde.drift_matrix()
-    Sinf = sde.stationary_cov()
-    Sinf_inv = torch.linalg.inv(Sinf)
-    Fr = Sinf @ transpose_block(F) @ Sinf_inv
     Q = sde._noise_block(Fr.device)
     b = torch.as_tensor(sde.beta_int(torch.as_tensor(t_from, dtype=torch.float64)) - sde.beta_int(torch.as_tensor(t_to, dtype=torch.float64)))
     Phi = expm_block(Fr * b)
-    cov = lyapunov_integral(Fr, Q, b, Sinf)
-    L = cholesky_block(cov)
+    L = cholesky_block(lyapunov_integral(Fr, Q, b, Sinf))
     noise = torch.randn(a.shape, generator=generator, device=a.device, dtype=a.dtype)
     return apply_block(Phi.to(a.device), a) + apply_block(L.to(a.device), noise)
 
@@ -182,19 +190,20 @@ def splitting(
     step. The linear part uses the learned ``A`` through ``F``.
     """
     nfe = 0
-    Sinf_last = sde.stationary_cov()[..., -1, -1].to(a.device, a.dtype)
+    F, Sinf, Sinf_inv = _stationary_parts(sde)
+    Fr = Sinf @ transpose_block(F) @ Sinf_inv
     for i in _steps(ts, progress, "splitting"):
         t, t_next = ts[i], ts[i + 1]
         t_mid = 0.5 * (t + t_next)
         if callback is not None:
             callback(i, t, a, None)
-        a = _reverse_ou_step(sde, a, t, t_mid, generator)
+        a = _reverse_ou_step(sde, a, Fr, Sinf, t, t_mid, generator)
         s = score_fn(a, _batch_time(t_mid, a), cond)
         nfe += 1
         g2 = sde.beta(t_mid).to(a.device, a.dtype) * sde.noise_var
-        residual = s + a[:, -1] / Sinf_last
+        residual = s + _stationary_precision_last(Sinf_inv, a)
         a = a + _on_last(sde, (t - t_next) * g2 * residual, a)
-        a = _reverse_ou_step(sde, a, t_mid, t_next, generator)
+        a = _reverse_ou_step(sde, a, Fr, Sinf, t_mid, t_next, generator)
     return SamplerOutput(a, nfe)
 
 
@@ -241,16 +250,12 @@ def exp_heun(
     residual by a Heun-type correction, so few steps suffice when the data
     are close to the stationary law. Two score calls per step.
     """
-    F = sde.drift_matrix().to(torch.float64)
-    Sinf_inv = torch.linalg.inv(sde.stationary_cov()).to(F.device)
-    Q = sde._noise_block(F.device)
-    L = F + 0.5 * Q @ Sinf_inv
-    Sinf_inv_last = Sinf_inv[..., -1, :]  # (..., K): s_inf on the last channel = -row . a
+    F, _, Sinf_inv = _stationary_parts(sde)
+    L = F + 0.5 * sde._noise_block(F.device) @ Sinf_inv
 
     def residual(state, score):
-        # N on the last channel: -q/2 (s + (Sigma_inf^{-1} a)_last)
-        prec = sum(Sinf_inv_last[..., j].to(state.device, state.dtype) * state[:, j] for j in range(state.shape[1]))
-        return _on_last(sde, -0.5 * sde.noise_var * (score + prec), state)
+        # N on the last channel: -q/2 (s - s_inf)
+        return _on_last(sde, -0.5 * sde.noise_var * (score + _stationary_precision_last(Sinf_inv, state)), state)
 
     nfe = 0
     B = sde.beta_int(ts.to(torch.float64))

@@ -377,11 +377,9 @@ class MomentumSDE(LinearSDE):
     initial_velocity
         ``"marginal"`` (default): ``v_0 ~ N(0, 1)`` is integrated out of the
         transition (``Sigma_0 = diag(0, 1)``), the Rao-Blackwellised form of
-        eq. (11) with the same minimiser and a bounded velocity score;
+        eq. (11) with the same minimiser and a lower-variance target;
         ``"sample"``: ``v_0`` is drawn and conditioned on (``Sigma_0 = 0``),
-        as in the authors' code. (Either way the training target's factor
-        ``1 / L_vv`` grows as ``t -> 0``; marginalising keeps ``L_vv`` near 1
-        only once ``Sigma_0`` dominates.)
+        as in the authors' code, where ``L_vv -> 0`` as ``t -> 0``.
     T, eps
         Horizon and small-time cut-off.
     """
