@@ -180,7 +180,7 @@ def test_cifar10_training_runs_on_fake_batches(fake_cifar, tmp_path):
     cfg = TrainConfig(dataset="cifar10", data_dir=str(root), out=str(tmp_path / "run"), steps=2, batch_size=4, **TINY)
     summary = train(cfg)
     assert summary["step"] == 2 and np.isfinite(summary["eval_loss_end"])
-    assert load_checkpoint(tmp_path / "run" / "last.ckpt")["config"]["dataset"] == "cifar10"
+    assert load_checkpoint(tmp_path / "run" / "last.ckpt")["vsmd"]["image_config"]["dataset"] == "cifar10"
 
 
 # ----------------------------------------------------------------- training
@@ -201,8 +201,10 @@ def test_training_on_digits_reduces_the_loss(digits_run):
     assert summary["eval_loss_end"] < 0.5 * summary["eval_loss_start"]
     # Algorithm 1 ran forward stages: A moved away from its initial value 0
     assert summary["A_v_absmax"] > 0
-    stages = {row["stage"] for row in csv.DictReader(open(out / "metrics.csv"))}
-    assert stages == {"dsm", "backward", "forward"}
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    stages = {k for row in rows for k, v in row.items() if k.startswith("loss_") and v != ""}
+    assert stages == {"loss_dsm", "loss_backward", "loss_forward"}
+    assert [int(r["step"]) for r in rows] == list(range(1, 41))
     assert (out / "samples.png").is_file() and (out / "data.png").is_file()
 
 
@@ -245,16 +247,16 @@ def test_checkpoint_resume_continues_the_step_count(tmp_path):
     first = train(TrainConfig(steps=3, **base))
     assert first["step"] == 3 and first["start_step"] == 0
     ckpt = load_checkpoint(tmp_path / "last.ckpt")
-    assert ckpt["step"] == 3
+    assert ckpt["global_step"] == 3
     second = train(TrainConfig(steps=6, resume=True, **base))
     assert second["start_step"] == 3 and second["step"] == 6
     ckpt = load_checkpoint(tmp_path / "last.ckpt")
-    assert ckpt["step"] == 6 and ckpt["train_seconds"] >= first["train_seconds"]
+    assert ckpt["global_step"] == 6 and ckpt["vsmd"]["train_seconds"] >= first["train_seconds"]
     # AdamW's own counter kept counting: 3 steps before the resume plus 3 after
-    steps = {float(s["step"]) for s in ckpt["optimizer"]["state"].values()}
+    steps = {float(s["step"]) for s in ckpt["optimizer_states"][0]["state"].values()}
     assert steps == {6.0}
     logged = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "metrics.csv"))]
-    assert sorted(set(logged)) == [1, 2, 3, 4, 5, 6]
+    assert logged == [1, 2, 3, 4, 5, 6]  # one row per step, none repeated by the resume
     # resuming with only `out` keeps the saved run length (not the digits preset's 3000 steps)
     third = train(TrainConfig(out=str(tmp_path), resume=True, progress=False))
     assert third["start_step"] == third["step"] == 6 and third["config"]["steps"] == 6
@@ -277,7 +279,7 @@ def test_build_model_matches_the_config():
 def test_ema_warm_up_forgets_the_initial_weights():
     from torch.optim.swa_utils import AveragedModel
 
-    from vsmd_ts.images.train import ema_multi_avg_fn
+    from vsmd_ts.training import ema_multi_avg_fn
 
     m = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(m.weight)

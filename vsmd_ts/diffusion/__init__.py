@@ -6,16 +6,8 @@ Imports torch only, so it is quick to import and test.
 from .losses import DSMLoss, VariationalLoss, evaluation_loss, sample_times
 from .nets import ResidualMLP, ScoreModel, SinusoidalEmbedding
 from .samplers import SAMPLERS, SamplerOutput, euler_maruyama, get_sampler, heun, pf_drift, splitting, time_grid
-from .sde import (
-    SDE_NAMES,
-    LinearSDE,
-    MomentumSDE,
-    OverdampedSDE,
-    Transition,
-    damping_transform,
-    inverse_damping_transform,
-    make_sde,
-)
+from .registry import SDE_NAMES, SDE_REGISTRY, TRAJECTORY_STEPS, SDESpec, default_kwargs, is_momentum, make_sde
+from .sde import LinearSDE, MomentumSDE, OverdampedSDE, Transition, damping_transform, inverse_damping_transform
 from .training import VSMDObjective, make_optimizer, split_A_parameters
 from .variational import AlternationSchedule, Trajectories, VariationalScoreUpdater, simulate_backward
 
@@ -28,6 +20,9 @@ __all__ = [
     "ResidualMLP",
     "SAMPLERS",
     "SDE_NAMES",
+    "SDE_REGISTRY",
+    "SDESpec",
+    "TRAJECTORY_STEPS",
     "SamplerOutput",
     "ScoreModel",
     "SinusoidalEmbedding",
@@ -37,11 +32,13 @@ __all__ = [
     "VariationalScoreUpdater",
     "VSMDObjective",
     "damping_transform",
+    "default_kwargs",
     "euler_maruyama",
     "evaluation_loss",
     "get_sampler",
     "heun",
     "inverse_damping_transform",
+    "is_momentum",
     "make_optimizer",
     "make_sde",
     "pf_drift",

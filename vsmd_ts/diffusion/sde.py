@@ -36,10 +36,8 @@ __all__ = [
     "MomentumSDE",
     "OverdampedSDE",
     "Transition",
-    "SDE_NAMES",
     "damping_transform",
     "inverse_damping_transform",
-    "make_sde",
 ]
 
 
@@ -117,6 +115,11 @@ class LinearSDE(nn.Module):
         self.eps = _check_positive("eps", eps)
         if self.eps >= self.T:
             raise ValueError(f"eps ({eps}) must be smaller than T ({T})")
+
+    def A_parameters(self) -> list:
+        """Trainable parameters of the variational score A (empty when A is fixed or absent)."""
+        A = getattr(self, "A", None)
+        return list(A.parameters()) if isinstance(A, nn.Module) else []
 
     # --------------------------------------------------------------- schedule
     def beta(self, t: torch.Tensor) -> torch.Tensor:
@@ -556,43 +559,3 @@ class OverdampedSDE(LinearSDE):
 
     def extra_repr(self):
         return super().extra_repr() + f", beta={self.beta_value}, schedule={self.schedule!r}, learn_A={self.learns_A}"
-
-
-SDE_NAMES = ("vsuld", "vscld", "cld", "uld", "vsdm", "vp")
-
-
-def make_sde(
-    name: str,
-    data_shape: Sequence[int],
-    beta: Optional[float] = None,
-    damping_ratio: Optional[float] = None,
-    **kwargs,
-) -> LinearSDE:
-    """Build one of the paper's SDEs by name.
-
-    ``"vsuld"`` (learned A, ``R < 1``, default ``R = 0.7``), ``"vscld"``
-    (learned A, ``R = 1``), ``"cld"`` (``A = 0``, ``R = 1``), ``"uld"``
-    (``A = 0``, ``R < 1``), ``"vsdm"`` (overdamped, learned A, constant beta)
-    and ``"vp"`` (overdamped, ``A = 0``, linear beta 0.1 -> 20). ``beta``
-    defaults to 10 (``beta_max = 20`` for VP). Extra keyword arguments go to
-    the SDE's constructor.
-    """
-    name = name.lower()
-    if name in ("vsuld", "vscld", "cld", "uld"):
-        R = {"vscld": 1.0, "cld": 1.0}.get(name, 0.7 if damping_ratio is None else damping_ratio)
-        if name in ("vscld", "cld") and damping_ratio not in (None, 1.0):
-            raise ValueError(f"{name} is critically damped; damping_ratio must be 1, got {damping_ratio}")
-        return MomentumSDE(
-            data_shape,
-            beta=10.0 if beta is None else beta,
-            damping_ratio=R,
-            learn_A=name.startswith("vs"),
-            **kwargs,
-        )
-    if damping_ratio is not None:
-        raise ValueError(f"{name} has no velocity; damping_ratio does not apply")
-    if name == "vsdm":
-        return OverdampedSDE(data_shape, beta=10.0 if beta is None else beta, learn_A=True, **kwargs)
-    if name == "vp":
-        return OverdampedSDE(data_shape, beta=20.0 if beta is None else beta, schedule="linear", learn_A=False, **kwargs)
-    raise ValueError(f"unknown sde {name!r}; choose one of {', '.join(SDE_NAMES)}")

@@ -16,12 +16,21 @@ __all__ = ["VSMDObjective", "make_optimizer", "split_A_parameters"]
 
 
 def split_A_parameters(module: nn.Module) -> Tuple[list, list]:
-    """``(other_parameters, A_parameters)``; A parameters are the ``A.theta`` of any SDE inside."""
-    others, A = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        (A if name == "A.theta" or name.endswith(".A.theta") else others).append(p)
+    """``(other_parameters, A_parameters)`` of the trainable parameters of ``module``.
+
+    A parameters are those each :class:`~vsmd_ts.diffusion.sde.LinearSDE`
+    inside reports through :meth:`~vsmd_ts.diffusion.sde.LinearSDE.A_parameters`
+    (found by identity, so renaming A's tensors cannot move them into the
+    weight-decayed group).
+    """
+    A_ids, A = set(), []
+    for sub in module.modules():
+        if isinstance(sub, LinearSDE):
+            for p in sub.A_parameters():
+                if p.requires_grad and id(p) not in A_ids:
+                    A_ids.add(id(p))
+                    A.append(p)
+    others = [p for p in module.parameters() if p.requires_grad and id(p) not in A_ids]
     return others, A
 
 

@@ -9,7 +9,8 @@ the weights and Heun sampling of the probability-flow ODE.
 
 Command line: ``python -m vsmd_ts.images train|sample|fid --help``.
 
-Importing this package loads torch only; Lightning (training), scikit-learn
+Importing this package loads torch only; Lightning (training, through
+:mod:`vsmd_ts.training`), scikit-learn
 (digits) and torchmetrics (FID) are imported when used.
 """
 
@@ -20,11 +21,10 @@ from .data import (
     load_cifar10,
     load_dataset,
     load_digits_images,
-    write_cifar10_batch,
 )
 from .fid import FIDUnavailableError, compute_fid, load_inception
 from .sampling import generate, load_checkpoint, make_grid, model_from_checkpoint, save_grid
-from .train import evaluate_loss, train
+from .train import train
 from .unet import UNet
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "UNet",
     "build_model",
     "compute_fid",
-    "evaluate_loss",
     "generate",
     "load_checkpoint",
     "load_cifar10",
@@ -47,5 +46,4 @@ __all__ = [
     "model_from_checkpoint",
     "save_grid",
     "train",
-    "write_cifar10_batch",
 ]

@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from vsmd_ts.diffusion import SDE_NAMES, TRAJECTORY_STEPS
+
 from .config import TrainConfig
 from .data import DATASETS, CIFAR10NotFoundError
 from .fid import INCEPTION_HELP, FIDUnavailableError
@@ -57,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", help="CIFAR-10: folder with data_batch_1..5 and test_batch (or its parent)")
     t.add_argument("--out", default="runs/images", help="output folder (checkpoints, metrics, grids)")
     t.add_argument("--image-size", type=int, help="digits: 8 (original) or larger (bilinear upsampling)")
-    t.add_argument("--sde", default="vscld", choices=("vscld", "vsuld", "cld", "uld", "vsdm", "vp"))
-    t.add_argument("--beta", type=float, default=10.0)
+    t.add_argument("--sde", default="vscld", choices=SDE_NAMES)
+    t.add_argument("--beta", type=float, help="speed of the forward SDE (default: the SDE's, 10; beta_max 20 for vp)")
     t.add_argument("--damping-ratio", type=float, help="R for vsuld/uld (authors' CIFAR-10 code: 0.9)")
     t.add_argument("--precond", choices=("none", "gaussian"), default="none",
                    help="none: the U-Net predicts the velocity noise (the paper); gaussian: it learns the "
@@ -82,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--cycle-steps", type=int, help="backward + forward steps per cycle (paper 500 + 100)")
     t.add_argument("--forward-fraction", type=float, default=1 / 6)
     t.add_argument("--num-trajectories", type=int, help="backward trajectories per A phase")
-    t.add_argument("--trajectory-steps", type=int, default=100)
+    t.add_argument("--trajectory-steps", type=int, default=TRAJECTORY_STEPS)
     t.add_argument("--frozen-policy", choices=("score", "score_minus_forward"), default="score")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, cuda, mps")
@@ -197,7 +199,7 @@ def _cmd_fid(args) -> int:
         data = ImageDataset(data.images[: args.num_real], data.labels[: args.num_real], data.name)
     fid = compute_fid(data.iter_batches(), fake, inception, device=device, progress=args.progress)
     result = {"fid": fid, "num_samples": args.num, "heun_steps": args.steps, "reference": f"{cfg.dataset} {args.split}",
-              "reference_size": len(data), "checkpoint_step": int(ckpt["step"]), "ema": args.ema,
+              "reference_size": len(data), "checkpoint_step": int(ckpt["global_step"]), "ema": args.ema,
               "inception": str(args.inception)}
     print(json.dumps(result, indent=2))
     if args.json:

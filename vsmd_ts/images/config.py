@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from vsmd_ts.diffusion import ScoreModel, make_sde
+from vsmd_ts.diffusion import TRAJECTORY_STEPS, ScoreModel, make_sde
 
 from .precond import GaussianResidualPrecond
 from .unet import UNet
@@ -106,7 +106,8 @@ class TrainConfig:
     image_size
         Side length (digits: 8 keeps the original pixels, larger is upsampled).
     sde, beta, damping_ratio
-        Forward SDE of :func:`vsmd_ts.diffusion.make_sde`: ``"vscld"``
+        Forward SDE of :func:`vsmd_ts.diffusion.make_sde` (``None``: the
+        registry default, beta 10, R 0.7 for ``"vsuld"``/``"uld"``): ``"vscld"``
         (critical damping, learned A), ``"vsuld"`` (under-damped, ``R`` =
         ``damping_ratio``, 0.9 in the authors' CIFAR-10 code), ``"cld"`` or
         ``"uld"`` (A = 0).
@@ -145,7 +146,7 @@ class TrainConfig:
     seed
         Seed of initialisation, data order and noise.
     accelerator, devices, strategy, precision
-        Lightning Fabric settings (``devices=2`` runs DDP on two GPUs).
+        Lightning Trainer settings (``devices=2`` runs DDP on two GPUs).
     num_threads
         ``torch.set_num_threads`` on CPU (None: leave as is).
     max_minutes
@@ -172,7 +173,7 @@ class TrainConfig:
     out: str = "runs/images"
     image_size: Optional[int] = None
     sde: str = "vscld"
-    beta: float = 10.0
+    beta: Optional[float] = None
     damping_ratio: Optional[float] = None
     precond: str = "none"
     base_channels: Optional[int] = None
@@ -194,7 +195,7 @@ class TrainConfig:
     cycle_steps: Optional[int] = None
     forward_fraction: float = 1 / 6
     num_trajectories: Optional[int] = None
-    trajectory_steps: int = 100
+    trajectory_steps: int = TRAJECTORY_STEPS
     frozen_policy: str = "score"
     seed: int = 0
     accelerator: str = "auto"

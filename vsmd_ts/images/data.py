@@ -35,7 +35,6 @@ __all__ = [
     "load_dataset",
     "load_digits_images",
     "to_uint8",
-    "write_cifar10_batch",
 ]
 
 DATASETS = ("digits", "cifar10")
@@ -121,10 +120,6 @@ class ImageDataset:
         """All images in order, without augmentation, as float batches in ``[-1, 1]``."""
         for start in range(0, len(self), batch_size):
             yield self.batch(torch.arange(start, min(start + batch_size, len(self))), augment=False)
-
-    def variance(self) -> float:
-        """Mean per-pixel variance in model units; the sampling prior accounts for it."""
-        return float(self.pixel_stats()[1].mean())
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -236,25 +231,6 @@ def load_cifar10(data_dir, split: str = "train", hflip: Optional[bool] = None) -
     images = torch.from_numpy(np.concatenate([p[0] for p in parts]))
     labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
     return ImageDataset(images, labels, "cifar10", hflip=(split == "train") if hflip is None else bool(hflip))
-
-
-def write_cifar10_batch(path, images: np.ndarray, labels: Sequence[int], batch_label: str = "fake batch") -> None:
-    """Write images ``(N, 3, 32, 32)`` uint8 as one CIFAR-10 python batch (for tests and small subsets).
-
-    Uses the official layout: a pickled dict with bytes keys ``data`` (``(N, 3072)``
-    uint8), ``labels``, ``batch_label`` and ``filenames``.
-    """
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.shape[1:] != (3, 32, 32):
-        raise ValueError(f"images must be uint8 (N, 3, 32, 32), got {images.dtype} {images.shape}")
-    d = {
-        b"batch_label": batch_label.encode(),
-        b"labels": [int(v) for v in labels],
-        b"data": images.reshape(len(images), -1),
-        b"filenames": [f"img_{i:05d}.png".encode() for i in range(len(images))],
-    }
-    with open(path, "wb") as f:
-        pickle.dump(d, f, protocol=2)
 
 
 # ------------------------------------------------------------------- dispatcher

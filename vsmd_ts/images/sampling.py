@@ -22,25 +22,16 @@ from vsmd_ts.diffusion import ScoreModel, heun, time_grid
 from .config import TrainConfig, build_model
 from .data import to_uint8
 
-__all__ = ["CHECKPOINT_FORMAT", "generate", "load_checkpoint", "make_grid", "model_from_checkpoint", "save_grid"]
-
-CHECKPOINT_FORMAT = "vsmd_ts.images/1"
-
+__all__ = ["generate", "load_checkpoint", "make_grid", "model_from_checkpoint", "save_grid"]
 
 def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> dict:
     """Read a checkpoint written by :func:`vsmd_ts.images.train` (tensors and plain values only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (training writes OUT/last.ckpt)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a vsmd_ts.images checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
+    from vsmd_ts.training import load_checkpoint as load
+
+    ckpt = load(path, map_location)
+    if "image_config" not in ckpt["vsmd"]:
+        raise ValueError(f"{path} is not a vsmd_ts.images checkpoint")
     return ckpt
-
-
-def _strip_ema_prefix(state: dict) -> dict:
-    # AveragedModel keeps the copy under "module." and adds a counter "n_averaged"
-    return {k[len("module.") :]: v for k, v in state.items() if k.startswith("module.")}
 
 
 def model_from_checkpoint(
@@ -64,16 +55,18 @@ def model_from_checkpoint(
     eval mode, the run's configuration and the per-pixel data variance used
     by the sampling prior.
     """
+    from vsmd_ts.training import state_dicts
+
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
-    cfg = TrainConfig.from_dict(ckpt["config"]).resolved()
+    cfg = TrainConfig.from_dict(ckpt["vsmd"]["image_config"]).resolved()
     model = build_model(cfg)
-    state = _strip_ema_prefix(ckpt["ema"]) if ema else ckpt["model"]
-    model.load_state_dict(state)
+    ema_state, raw_state = state_dicts(ckpt)
+    model.load_state_dict(ema_state if ema else raw_state)
     model.eval()
     if device is not None:
         model.to(device)
-    return model, cfg, float(ckpt.get("data_var", 1.0))
+    return model, cfg, float(ckpt["vsmd"].get("data_var", 1.0))
 
 
 @torch.no_grad()

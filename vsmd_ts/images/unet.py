@@ -23,7 +23,7 @@ from torch import nn
 
 from vsmd_ts.diffusion import SinusoidalEmbedding
 
-__all__ = ["UNet", "count_parameters"]
+__all__ = ["UNet"]
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -255,9 +255,3 @@ class UNet(nn.Module):
     def extra_repr(self) -> str:
         params = sum(p.numel() for p in self.parameters())
         return f"data_shape={self.data_shape}, num_channels={self.num_channels}, params={params / 1e6:.2f}M"
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-

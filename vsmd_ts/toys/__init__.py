@@ -3,7 +3,8 @@
 Datasets (sampled on the fly, seeded): ``spiral``, ``spiral-8y`` (Y stretched
 8x), ``checkerboard``, ``checkerboard-6x`` (X stretched 6x). A residual-MLP
 score network (and, for the VS SDEs, the variational score A by stochastic
-approximation) is trained on them; metrics are the RMSE between 2-D
+approximation) is trained on them through the shared Lightning path
+(:mod:`vsmd_ts.training`, imported when training starts); metrics are the RMSE between 2-D
 histograms of generated and true samples and the per-axis straightness of
 probability-flow ODE paths. Command line: ``python -m vsmd_ts.toys``.
 
@@ -28,10 +29,9 @@ from .metrics import (
 )
 from .plots import plot_sample_grid, plot_samples, plot_trajectories
 from .sampling import PRIORS, ToySamples, evaluate, generate, metrics_dict, prior_cov, prior_sample
-from .train import CHECKPOINT_FORMAT, ToyConfig, build_model, evaluate_loss, load_checkpoint, model_from_checkpoint, train
+from .train import ToyConfig, build_model, load_checkpoint, model_from_checkpoint, train
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "DATASETS",
     "PRIORS",
     "ToyConfig",
@@ -39,7 +39,6 @@ __all__ = [
     "ToySamples",
     "build_model",
     "evaluate",
-    "evaluate_loss",
     "generate",
     "get_dataset",
     "histogram_box",

@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train",
-        help="train a toy model and write OUT/checkpoint.pt",
+        help="train (or resume) a toy model; writes OUT/last.ckpt",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     t.add_argument("--dataset", choices=DATASETS, default=_DEFAULTS.dataset)
@@ -61,17 +61,20 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--frozen-policy", choices=("score", "score_minus_forward"), default=_DEFAULTS.frozen_policy)
     t.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     t.add_argument("--log-every", type=int, default=_DEFAULTS.log_every)
+    t.add_argument("--ckpt-every", type=int, default=_DEFAULTS.ckpt_every, help="steps between OUT/last.ckpt saves (0: end only)")
+    t.add_argument("--max-minutes", type=float, help="stop and checkpoint after this much training time")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
     t.add_argument("--eval-every", type=int, default=_DEFAULTS.eval_every, help="PMF-RMSE of the EMA model every N steps (0: off)")
     t.add_argument("--threads", type=int, default=_DEFAULTS.threads, help="torch threads (0: leave as is)")
     t.add_argument("--no-progress", dest="progress", action="store_false")
-    t.add_argument("--out", required=True, help="output folder (checkpoint.pt, metrics.csv, summary.json)")
+    t.add_argument("--out", required=True, help="output folder (last.ckpt, metrics.csv, summary.json)")
 
     s = sub.add_parser(
         "sample",
         help="draw samples from a checkpoint (probability-flow ODE by default)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    s.add_argument("--checkpoint", required=True, help="checkpoint.pt or the run folder holding it")
+    s.add_argument("--checkpoint", required=True, help="last.ckpt or the run folder holding it")
     s.add_argument("--num", type=int, default=10_000)
     s.add_argument("--steps", type=int, default=50, help="sampler steps (Heun: 2 score evaluations each)")
     s.add_argument("--sampler", choices=sorted(SAMPLERS), default="heun")
@@ -90,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
 def _train(args) -> dict:
     cfg = ToyConfig.from_dict({k: v for k, v in vars(args).items() if k not in ("command", "out")})
     summary = train(cfg, out=args.out)
-    keys = ("eval_loss_start", "eval_loss_end", "ema_eval_loss_end", "A_v_start", "A_v_end", "train_cpu_seconds", "checkpoint")
+    keys = ("start_step", "steps", "eval_loss_start", "eval_loss_end", "ema_eval_loss_end", "A_v_start", "A_v_end",
+            "train_cpu_seconds", "checkpoint")
     return {k: summary[k] for k in keys}
 
 

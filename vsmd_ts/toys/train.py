@@ -1,56 +1,32 @@
 """Training of toy models: residual-MLP score network and variational score A.
 
-Each step draws a fresh batch from the dataset (seeded) and is one stage of
-Algorithm 1, given by :class:`~vsmd_ts.diffusion.VSMDObjective`: denoising
-score matching of the network (``"dsm"``/``"backward"``, A frozen) or a
-stochastic-approximation step on A (``"forward"``, network frozen, on
-backward trajectories simulated from the sampling prior at the start of each
-forward phase). SDEs without a learned A (CLD, ULD, VP) only do DSM. One
-AdamW holds the network and A (A on its own learning rate); an EMA of all
-weights (network and A) is what sampling uses.
+The front end supplies a dataset (a fresh seeded batch per step) and a
+network; training runs on the shared Lightning path
+(:func:`vsmd_ts.training.fit`): each step is one stage of Algorithm 1 given
+by :class:`~vsmd_ts.diffusion.VSMDObjective`, denoising score matching of the
+network (A frozen) or a stochastic-approximation step on A (network frozen).
+SDEs without a learned A (CLD, ULD, VP) only do DSM. An EMA of all weights
+(network and A) is what sampling uses. ``OUT/last.ckpt`` is written every
+``ckpt_every`` steps, at the end and on Ctrl-C; ``resume=True`` continues it.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
-from vsmd_ts.diffusion import (
-    SDE_NAMES,
-    AlternationSchedule,
-    ResidualMLP,
-    ScoreModel,
-    VariationalScoreUpdater,
-    VSMDObjective,
-    evaluation_loss,
-    make_optimizer,
-    make_sde,
-)
+from vsmd_ts.diffusion import SDE_NAMES, TRAJECTORY_STEPS, ResidualMLP, ScoreModel, evaluation_loss, make_sde
 
 from .data import get_dataset
 from .sampling import PRIORS, evaluate
 
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "ToyConfig",
-    "build_model",
-    "evaluate_loss",
-    "load_checkpoint",
-    "model_from_checkpoint",
-    "train",
-]
-
-CHECKPOINT_FORMAT = "vsmd_ts.toys/1"
+__all__ = ["ToyConfig", "build_model", "load_checkpoint", "model_from_checkpoint", "train"]
 
 
 @dataclass
@@ -93,8 +69,12 @@ class ToyConfig:
         ``score`` (VSMD code) or ``score_minus_forward`` (VSDM).
     seed
         Seeds the initial weights, the data stream and the diffusion noise.
-    log_every
-        Steps between rows of ``metrics.csv``.
+    log_every, ckpt_every
+        Steps between rows of ``metrics.csv`` and between checkpoints (0: off).
+    max_minutes
+        Time budget of this call (``None``: none); training checkpoints and stops.
+    resume
+        Continue from ``OUT/last.ckpt`` when it exists.
     eval_every
         Steps between PMF-RMSE evaluations of the EMA model during training
         (0: none), with ``eval_num`` samples and ``eval_steps`` Heun steps.
@@ -123,10 +103,13 @@ class ToyConfig:
     cycle: float = 0.12
     forward_fraction: float = 1 / 6
     num_trajectories: int = 512
-    trajectory_steps: int = 100
+    trajectory_steps: int = TRAJECTORY_STEPS
     frozen_policy: str = "score"
     seed: int = 0
     log_every: int = 50
+    ckpt_every: int = 500
+    max_minutes: Optional[float] = None
+    resume: bool = False
     eval_every: int = 0
     eval_num: int = 2000
     eval_steps: int = 25
@@ -150,8 +133,8 @@ class ToyConfig:
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if self.log_every < 0 or self.eval_every < 0:
-            raise ValueError("log_every and eval_every must be >= 0")
+        if min(self.log_every, self.eval_every, self.ckpt_every) < 0:
+            raise ValueError("log_every, eval_every and ckpt_every must be >= 0")
         return self
 
     def to_dict(self) -> dict:
@@ -173,41 +156,19 @@ def build_model(cfg: ToyConfig) -> ScoreModel:
     return ScoreModel(sde, net)
 
 
-def evaluate_loss(net, sde, x0: torch.Tensor, seed: int = 1234) -> float:
-    """DSM loss with fixed times and noise (see :func:`vsmd_ts.diffusion.evaluation_loss`)."""
-    return evaluation_loss(sde, net, x0, seed=seed)
-
-
-def _lr_lambda(kind: str, steps: int):
-    """Multiplier of the network's learning rate at a step."""
-    warm = max(1, round(0.02 * steps))
-
-    def cosine(step):
-        if step < warm:
-            return (step + 1) / warm
-        u = min(1.0, (step - warm) / max(1, steps - warm))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * u))
-
-    return cosine if kind == "cosine" else (lambda step: 1.0)
-
-
 def _A_values(sde) -> list:
-    if not getattr(sde, "learns_A", False):
+    if not sde.learns_A:
         return []
-    A = sde.A_v if hasattr(sde, "A_v") else sde.A()
-    return [round(float(v), 6) for v in A.detach().flatten()]
+    return [round(float(v), 6) for v in sde.control_trace().detach().flatten()]
 
 
 def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
-    """Read a checkpoint written by :func:`train` (a file, or a run folder holding ``checkpoint.pt``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (training writes OUT/checkpoint.pt)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a vsmd_ts.toys checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
+    """Read a checkpoint written by :func:`train` (a file, or a run folder holding ``last.ckpt``)."""
+    from vsmd_ts.training import load_checkpoint as load
+
+    ckpt = load(path)
+    if "toy_config" not in ckpt["vsmd"]:
+        raise ValueError(f"{path} is not a vsmd_ts.toys checkpoint")
     return ckpt
 
 
@@ -220,138 +181,86 @@ def model_from_checkpoint(ckpt: Union[dict, str, os.PathLike], ema: bool = True)
     eval mode (EMA weights by default, as used for sampling), the run's
     :class:`ToyConfig` and the per-axis data variance (list of 2).
     """
+    from vsmd_ts.training import state_dicts
+
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
-    cfg = ToyConfig.from_dict(ckpt["config"])
+    cfg = ToyConfig.from_dict(ckpt["vsmd"]["toy_config"])
     model = build_model(cfg)
-    model.load_state_dict(ckpt["ema"] if ema else ckpt["model"])
+    ema_state, raw_state = state_dicts(ckpt)
+    model.load_state_dict(ema_state if ema else raw_state)
     model.eval()
-    return model, cfg, list(ckpt["data_var"])
+    return model, cfg, list(ckpt["vsmd"]["data_var"])
+
+
+def _fit_config(cfg: ToyConfig, data_var: list):
+    from vsmd_ts.training import FitConfig
+
+    return FitConfig(
+        steps=cfg.steps, lr=cfg.lr, A_lr=cfg.A_lr, lr_warmup=max(1, round(0.02 * cfg.steps)) if cfg.lr_schedule == "cosine" else 0,
+        lr_schedule=cfg.lr_schedule, grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, ema_warmup=False,
+        warmup=cfg.warmup, cooldown=cfg.cooldown, cycle=cfg.cycle, forward_fraction=cfg.forward_fraction,
+        num_trajectories=cfg.num_trajectories, trajectory_steps=cfg.trajectory_steps, frozen_policy=cfg.frozen_policy,
+        prior=cfg.prior, data_var=data_var, seed=cfg.seed, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
+        max_minutes=cfg.max_minutes, progress=cfg.progress,
+    )
 
 
 def train(cfg: ToyConfig, out: Optional[Union[str, os.PathLike]] = None) -> dict:
-    """Train a toy model; returns a summary dict.
+    """Train (or, with ``cfg.resume``, continue) a toy model; returns a summary dict.
 
     Parameters
     ----------
     cfg
         Run configuration.
     out
-        Folder for ``checkpoint.pt``, ``metrics.csv`` and ``summary.json``
-        (``None``: write nothing; the summary then holds the models under
-        ``"model"`` and ``"ema_model"``).
+        Folder for ``last.ckpt``, ``metrics.csv`` and ``summary.json``
+        (``None``: write nothing).
 
     Returns
     -------
     Summary with the evaluation DSM loss before and after training (fixed
-    noise, 1024 points), the final A values, training seconds (CPU process
-    time and wall), the ``history`` rows and, with ``eval_every``, the PMF-RMSE
-    curve of the EMA model.
+    noise, 1024 points), the A values, training seconds (CPU process time and
+    wall), the ``history`` rows, with ``eval_every`` the PMF-RMSE curve of the
+    EMA model, and the trained models under ``"model"`` and ``"ema_model"``.
     """
+    from vsmd_ts.training import fit
+
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     dataset = get_dataset(cfg.dataset)
     data_var = dataset.variance().tolist()
-
-    torch.manual_seed(cfg.seed)  # initial weights and the objective's row choice
+    torch.manual_seed(cfg.seed)  # initial weights
     model = build_model(cfg)
-    sde, net = model.sde, model.net
-    optimizer = make_optimizer(model, lr=cfg.lr, A_lr=cfg.A_lr)
-    net_lambda = _lr_lambda(cfg.lr_schedule, cfg.steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, [net_lambda if g.get("name") == "score" else (lambda s: 1.0) for g in optimizer.param_groups]
-    )
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    data_gen = torch.Generator().manual_seed(cfg.seed)
-    noise_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-    updater = VariationalScoreUpdater(cfg.trajectory_steps, cfg.frozen_policy, prior=cfg.prior, data_var=data_var)
-    schedule = AlternationSchedule(cfg.warmup, cfg.cooldown, cfg.cycle, cfg.forward_fraction)
-    objective = VSMDObjective(sde, net, schedule, updater, num_trajectories=cfg.num_trajectories)
 
-    eval_x = dataset.sample(1024, torch.Generator().manual_seed(777))
-    summary = {"eval_loss_start": evaluate_loss(net, sde, eval_x), "A_v_start": _A_values(sde)}
-    history, window = [], {}
+    def batch(step: int, rank: int, world: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(((cfg.seed * 2**31 + step) * 64 + rank) % 2**63)
+        return dataset.sample(cfg.batch_size, g)
+
     eval_curve = []
 
-    def eval_ema(step: int):
-        res = evaluate(ema.module, dataset, cfg.eval_num, cfg.eval_steps, cfg.prior, data_var, seed=cfg.seed, num_true=20_000)
+    def eval_ema(step: int, ema_model) -> None:
+        res = evaluate(ema_model, dataset, cfg.eval_num, cfg.eval_steps, cfg.prior, data_var, seed=cfg.seed, num_true=20_000)
         eval_curve.append({"step": step, "pmf_rmse": res["pmf_rmse"], "marginal_rmse": res["marginal_rmse"]})
-        return res["pmf_rmse"]
 
-    bar = tqdm(total=cfg.steps, desc=f"train {cfg.sde}-{cfg.beta:g} {cfg.dataset}", disable=not cfg.progress)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    net.train()
-    for step in range(cfg.steps):
-        x0 = dataset.sample(cfg.batch_size, data_gen)
-        loss, stage = objective(step, cfg.steps, x0, generator=noise_gen)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if stage != "forward" and cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        ema.update_parameters(model)
-
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite loss at step {step} ({stage}); lower the learning rate")
-        w = window.setdefault(stage, [0.0, 0])
-        w[0] += value
-        w[1] += 1
-        done = step + 1
-        if cfg.log_every and (done % cfg.log_every == 0 or done == cfg.steps):
-            row = {"step": done, **{f"loss_{k}": v[0] / v[1] for k, v in window.items()}, "A_v": _A_values(sde)}
-            history.append(row)
-            window = {}
-            score_loss = [row[k] for k in ("loss_dsm", "loss_backward") if k in row]
-            bar.set_postfix(stage=stage, loss=f"{score_loss[0]:.4f}" if score_loss else "-", A_v=row["A_v"] or "-")
-        if cfg.eval_every and done % cfg.eval_every == 0:
-            bar.set_postfix(stage=stage, pmf_rmse=f"{eval_ema(done):.2e}")
-        bar.update(1)
-    bar.close()
-
+    eval_x = dataset.sample(1024, torch.Generator().manual_seed(777))
+    summary = {"eval_loss_start": evaluation_loss(model.sde, model.net, eval_x), "A_v_start": _A_values(model.sde)}
+    cpu0 = time.process_time()
+    res = fit(model, batch, _fit_config(cfg, data_var), out=out, resume=cfg.resume,
+              meta={"toy_config": cfg.to_dict(), "data_var": data_var}, eval_x=eval_x,
+              every=[(cfg.eval_every, eval_ema)] if cfg.eval_every else [])
+    ema_model = res.ema_model
     summary.update(
-        steps=cfg.steps,
-        train_cpu_seconds=round(time.process_time() - cpu0, 1),
-        train_wall_seconds=round(time.perf_counter() - wall0, 1),
-        eval_loss_end=evaluate_loss(net, sde, eval_x),
-        ema_eval_loss_end=evaluate_loss(ema.module.net, ema.module.sde, eval_x),
-        A_v_end=_A_values(sde),
-        ema_A_v_end=_A_values(ema.module.sde),
-        parameters=sum(p.numel() for p in net.parameters()),
-        data_var=data_var,
-        history=history,
-        eval_curve=eval_curve,
-        config=cfg.to_dict(),
+        steps=res.step, start_step=res.start_step,
+        train_cpu_seconds=round(time.process_time() - cpu0, 1), train_wall_seconds=res.train_seconds,
+        eval_loss_end=res.module.eval_loss(), ema_eval_loss_end=res.module.eval_loss(ema_model),
+        A_v_end=_A_values(model.sde), ema_A_v_end=_A_values(ema_model.sde),
+        parameters=sum(p.numel() for p in model.net.parameters()), data_var=data_var,
+        history=[{k: v for k, v in row.items() if v != ""} for row in res.history],
+        eval_curve=eval_curve, config=cfg.to_dict(), checkpoint=res.checkpoint,
     )
-    if out is None:
-        summary["model"], summary["ema_model"] = model, ema.module
-        return summary
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "config": cfg.to_dict(),
-        "step": cfg.steps,
-        "data_var": data_var,
-        "model": model.state_dict(),
-        "ema": ema.module.state_dict(),
-    }
-    tmp = out / "checkpoint.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / "checkpoint.pt")  # never leave a half-written checkpoint
-    _write_history(out / "metrics.csv", history)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    summary["checkpoint"] = str(out / "checkpoint.pt")
+    if out is not None:
+        (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary["model"], summary["ema_model"] = model.eval(), ema_model.eval()
     return summary
-
-
-def _write_history(path: Path, history: Sequence[dict]) -> None:
-    keys = ["step", "loss_dsm", "loss_backward", "loss_forward", "A_v"]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(keys)
-        for row in history:
-            writer.writerow([json.dumps(row[k]) if k == "A_v" else row.get(k, "") for k in keys])

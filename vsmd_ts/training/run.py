@@ -1,0 +1,203 @@
+"""One Lightning training path for the toy and image front ends.
+
+A front end supplies a :class:`~vsmd_ts.diffusion.ScoreModel` (network and
+SDE) and a batch function ``batch_fn(step, rank, world) -> x0``; :func:`fit`
+does the rest: Algorithm 1 through :class:`~vsmd_ts.diffusion.VSMDObjective`,
+AdamW with A on its own learning rate, gradient clipping, an EMA callback,
+``OUT/last.ckpt`` every ``ckpt_every`` steps, at the end, after the time
+budget and on Ctrl-C (``resume=True`` continues from it), and
+``OUT/metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from vsmd_ts.diffusion import TRAJECTORY_STEPS, AlternationSchedule, ScoreModel, VariationalScoreUpdater, VSMDObjective
+
+from .callbacks import EMA, EveryNSteps, ResumableCSVLogger, SaveOnStop, last_checkpoint
+from .checkpoint import load_checkpoint
+from .module import DiffusionModule, StepBatches
+
+__all__ = ["FitConfig", "FitResult", "fit"]
+
+
+@dataclass
+class FitConfig:
+    """Optimisation, Algorithm 1 and run-control settings shared by the front ends.
+
+    Parameters
+    ----------
+    steps
+        Optimiser steps of the whole run.
+    lr, A_lr, weight_decay, lr_warmup, lr_schedule, grad_clip
+        See :class:`~vsmd_ts.training.module.DiffusionModule`.
+    ema_decay, ema_warmup
+        EMA of all weights; ``ema_warmup`` uses ``min(decay, (1+n)/(10+n))``.
+    warmup, cooldown, cycle, forward_fraction
+        :class:`~vsmd_ts.diffusion.AlternationSchedule` (fractions of ``steps``).
+    num_trajectories, trajectory_steps, frozen_policy, prior, data_var
+        Backward trajectories of each A phase (:class:`~vsmd_ts.diffusion.VariationalScoreUpdater`).
+    seed
+        Seeds the diffusion noise.
+    log_every, ckpt_every
+        Steps between metric rows and between checkpoints (0: off).
+    max_minutes
+        Time budget of this call; training stops and checkpoints after it.
+    accelerator, devices, strategy, precision
+        Lightning Trainer settings (``devices > 1``: DDP).
+    progress
+        Progress bar.
+    """
+
+    steps: int = 2000
+    lr: float = 1e-3
+    A_lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_warmup: int = 0
+    lr_schedule: str = "constant"
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    warmup: float = 0.2
+    cooldown: float = 0.4
+    cycle: float = 0.12
+    forward_fraction: float = 1 / 6
+    num_trajectories: int = 256
+    trajectory_steps: int = TRAJECTORY_STEPS
+    frozen_policy: str = "score"
+    prior: str = "data"
+    data_var: object = 1.0
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 0
+    max_minutes: Optional[float] = None
+    accelerator: str = "cpu"
+    devices: object = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    progress: bool = False
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the trained module, the EMA model and run facts."""
+
+    module: DiffusionModule
+    ema_model: ScoreModel
+    trainer: pl.Trainer
+    start_step: int
+    step: int
+    train_seconds: float
+    history: list = field(default_factory=list)
+    checkpoint: Optional[str] = None
+
+    @property
+    def model(self) -> ScoreModel:
+        return self.module.model
+
+
+def _objective(model: ScoreModel, cfg: FitConfig) -> VSMDObjective:
+    schedule = AlternationSchedule(cfg.warmup, cfg.cooldown, cfg.cycle, cfg.forward_fraction)
+    updater = VariationalScoreUpdater(cfg.trajectory_steps, cfg.frozen_policy, prior=cfg.prior, data_var=cfg.data_var)
+    return VSMDObjective(model.sde, model.net, schedule, updater, num_trajectories=cfg.num_trajectories)
+
+
+def _quiet_lightning() -> None:
+    # tips about workers and the endless stream do not apply to in-memory batch functions
+    for msg in (".*does not have many workers.*", ".*IterableDataset.*", ".*`max_epochs` was not set.*",
+                ".*GPU available but not used.*", ".*exists and is not empty.*", ".*no last checkpoint.*",
+                ".*LeafSpec.*", ".*treespec.*"):
+        warnings.filterwarnings("ignore", message=msg)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _trainer(cfg: FitConfig, out: Optional[Path], callbacks: list) -> pl.Trainer:
+    strategy = cfg.strategy
+    if strategy == "auto" and cfg.devices not in (1, "1", [0]):
+        strategy = "ddp_find_unused_parameters_true"  # A is unused on score steps, the network on A steps
+    if out is not None:
+        callbacks = callbacks + [
+            ModelCheckpoint(dirpath=out, save_top_k=0, save_last=True, every_n_train_steps=cfg.ckpt_every or None,
+                            enable_version_counter=False),
+            SaveOnStop(),
+        ]
+    return pl.Trainer(
+        max_steps=cfg.steps, max_epochs=-1, max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
+        accelerator=cfg.accelerator, devices=cfg.devices, strategy=strategy, precision=cfg.precision,
+        callbacks=callbacks, logger=ResumableCSVLogger(out) if out is not None else False,
+        enable_checkpointing=out is not None, enable_progress_bar=cfg.progress, enable_model_summary=False,
+        num_sanity_val_steps=0, log_every_n_steps=max(1, cfg.log_every), default_root_dir=out,
+    )
+
+
+def fit(
+    model: ScoreModel,
+    batch_fn: Callable[[int, int, int], torch.Tensor],
+    cfg: FitConfig,
+    out: Optional[Union[str, Path]] = None,
+    resume: Union[bool, str, Path] = False,
+    meta: Optional[dict] = None,
+    eval_x: Optional[torch.Tensor] = None,
+    every: Sequence = (),
+) -> FitResult:
+    """Train ``model`` on batches from ``batch_fn`` (see the module docstring).
+
+    Parameters
+    ----------
+    model
+        ``ScoreModel(sde, net)`` with its initial weights.
+    batch_fn
+        ``batch_fn(step, rank, world) -> x0`` of shape ``(B, *data_shape)``;
+        must depend only on its arguments so a resumed run continues the stream.
+    cfg
+        :class:`FitConfig`.
+    out
+        Folder for ``last.ckpt`` and ``metrics.csv`` (``None``: write nothing).
+    resume
+        ``True``: continue from ``OUT/last.ckpt`` if it exists; a path: from that checkpoint.
+    meta
+        Plain values stored in the checkpoints under ``"vsmd"`` (front-end config).
+    eval_x
+        Fixed batch for :meth:`DiffusionModule.eval_loss`.
+    every
+        ``(n, fn)`` pairs: ``fn(step, ema_model)`` every ``n`` steps on rank 0.
+    """
+    _quiet_lightning()
+    out = Path(out) if out is not None else None
+    module = DiffusionModule(
+        model, _objective(model, cfg), cfg.steps, cfg.lr, cfg.A_lr, cfg.weight_decay, cfg.lr_warmup, cfg.lr_schedule,
+        cfg.grad_clip, cfg.log_every, cfg.seed, eval_x, meta,
+    )
+    ema = EMA(cfg.ema_decay, cfg.ema_warmup)
+    trainer = _trainer(cfg, out, [ema] + [EveryNSteps(n, fn, ema) for n, fn in every])
+    ckpt_path = None
+    if resume is True and out is not None and last_checkpoint(out).is_file():
+        ckpt_path = str(last_checkpoint(out))
+    elif resume not in (True, False, None, ""):
+        ckpt_path = str(resume)
+    start = _peek_step(ckpt_path)
+    loader = DataLoader(StepBatches(batch_fn, start), batch_size=None)
+    t0 = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
+    return FitResult(
+        module=module, ema_model=ema.average_module.model, trainer=trainer, start_step=start,
+        step=trainer.global_step, train_seconds=round(module.train_seconds or time.perf_counter() - t0, 2),
+        history=module.history, checkpoint=str(last_checkpoint(out)) if out is not None else None,
+    )
+
+
+def _peek_step(ckpt_path: Optional[str]) -> int:
+    return int(load_checkpoint(ckpt_path)["global_step"]) if ckpt_path else 0
