@@ -6,11 +6,10 @@ import math
 import pytest
 import torch
 
-from vsmd_ts.diffusion import make_sde
+from vsmd_ts.diffusion import ResidualMLP, ScoreModel, make_sde
 from vsmd_ts.toys import (
     DATASETS,
     ToyConfig,
-    evaluate_loss,
     generate,
     get_dataset,
     load_checkpoint,
@@ -23,7 +22,6 @@ from vsmd_ts.toys import (
     plot_trajectories,
     pmf,
     pmf_rmse,
-    prior_cov,
     sample_dataset,
     std_ratio,
     straightness,
@@ -173,6 +171,9 @@ def test_straightness_zero_for_lines_and_grows_with_curvature():
 # ------------------------------------------------------------------- priors
 def test_data_prior_is_per_axis_and_reduces_to_transition():
     sde = make_sde("cld", (2,), beta=5.0)
+
+    def prior_cov(sde, kind, data_var=1.0):
+        return sde.prior_cov(kind, data_var)
     trans = prior_cov(sde, "transition")
     zero = prior_cov(sde, "data", [0.0, 0.0])
     # data variance 0 and v_0 ~ N(0, 1): the v part is the marginal velocity of the transition prior
@@ -185,10 +186,11 @@ def test_data_prior_is_per_axis_and_reduces_to_transition():
     for kind in ("transition", "data", "stationary"):
         c = prior_cov(sde, kind, [1.0, 64.0])
         assert c.shape == (2, 2, 2) and (torch.linalg.eigvalsh(c) > 0).all()
+    net = ResidualMLP((2,), 2, hidden=8, num_blocks=1)
     with pytest.raises(ValueError, match="needs the per-axis"):
-        prior_cov(sde, "data")
+        generate(ScoreModel(sde, net), 4, steps=2, prior="data")
     with pytest.raises(ValueError, match="unknown prior"):
-        prior_cov(sde, "gauss")
+        generate(ScoreModel(sde, net), 4, steps=2, prior="gauss")
 
 
 # ----------------------------------------------------------------- training
@@ -218,15 +220,6 @@ def test_training_is_reproducible():
     assert a["eval_loss_end"] == b["eval_loss_end"] and a["A_v_end"] == b["A_v_end"]
 
 
-def test_evaluate_loss_is_deterministic():
-    sde = make_sde("uld", (2,), beta=5.0)
-    from vsmd_ts.diffusion import ResidualMLP
-
-    net = ResidualMLP((2,), 2, hidden=16, num_blocks=1)
-    x = sample_dataset("spiral", 256, seed=0)
-    assert evaluate_loss(net, sde, x) == evaluate_loss(net, sde, x)
-
-
 def test_config_errors():
     with pytest.raises(ValueError, match="unknown toy dataset"):
         train(ToyConfig(dataset="swissroll"))
@@ -248,10 +241,11 @@ def test_cli_train_sample_and_plots(tmp_path, capsys):
             "--trajectory-steps", "5", "--log-every", "4", "--no-progress"]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
-    assert (out / "checkpoint.pt").is_file() and (out / "metrics.csv").is_file() and (out / "summary.json").is_file()
+    assert (out / "last.ckpt").is_file() and (out / "metrics.csv").is_file() and (out / "summary.json").is_file()
     ckpt = load_checkpoint(out)
-    assert ckpt["config"]["damping_ratio"] == 0.7 and ckpt["config"]["sde"] == "vsuld"
-    model, cfg, data_var = model_from_checkpoint(out / "checkpoint.pt")
+    assert ckpt["vsmd"]["toy_config"]["damping_ratio"] == 0.7 and ckpt["vsmd"]["toy_config"]["sde"] == "vsuld"
+    assert ckpt["global_step"] == 24
+    model, cfg, data_var = model_from_checkpoint(out / "last.ckpt")
     assert cfg.dataset == "spiral-8y" and data_var[1] > 30 * data_var[0]
     assert model.sde.learns_A and model.sde.damping_ratio == 0.7 and not model.training
     raw, _, _ = model_from_checkpoint(out, ema=False)

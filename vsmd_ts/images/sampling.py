@@ -17,7 +17,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
-from vsmd_ts.diffusion import ScoreModel, heun, time_grid
+from vsmd_ts.diffusion import ScoreModel
 
 from .config import TrainConfig, build_model
 from .data import to_uint8
@@ -105,24 +105,13 @@ def generate(
     -------
     Images ``(num, C, H, W)``, float32 on the CPU, clipped to ``[-1, 1]``.
     """
-    if num < 1:
-        raise ValueError(f"num must be >= 1, got {num}")
-    if device is None:
-        device = next(model.parameters()).device
-    device = torch.device(device)
-    sde = model.sde
-    generator = torch.Generator(device=device).manual_seed(int(seed))
-    ts = time_grid(sde, steps, device=device)
-    out = []
-    for start in range(0, num, batch_size):
-        n = min(batch_size, num - start)
-        a = sde.prior_sample(n, data_var=data_var, generator=generator, device=device)
-        x = heun(model, sde, a, ts, progress=progress).x
-        if not torch.isfinite(x).all():
-            warnings.warn("sampling produced non-finite values; they are set to 0 (check the checkpoint)")
-            x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
-        out.append(x.clamp(-1, 1).float().cpu())
-    return torch.cat(out)
+    from vsmd_ts.training import draw_samples
+
+    x = draw_samples(model, num, steps, "heun", "data", data_var, seed, batch_size, device=device, progress=progress).x
+    if not torch.isfinite(x).all():
+        warnings.warn("sampling produced non-finite values; they are set to 0 (check the checkpoint)")
+        x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
+    return x.clamp(-1, 1).cpu()
 
 
 def make_grid(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 1, pad_value: int = 255) -> np.ndarray:

@@ -28,7 +28,7 @@ from .metrics import (
     straightness,
 )
 from .plots import plot_sample_grid, plot_samples, plot_trajectories
-from .sampling import PRIORS, ToySamples, evaluate, generate, metrics_dict, prior_cov, prior_sample
+from .sampling import PRIORS, ToySamples, evaluate, generate, metrics_dict
 from .train import ToyConfig, build_model, load_checkpoint, model_from_checkpoint, train
 
 __all__ = [
@@ -53,8 +53,6 @@ __all__ = [
     "plot_trajectories",
     "pmf",
     "pmf_rmse",
-    "prior_cov",
-    "prior_sample",
     "sample_dataset",
     "std_ratio",
     "straightness",

@@ -22,42 +22,20 @@ from typing import Optional, Sequence
 
 import torch
 
-from vsmd_ts.diffusion import LinearSDE, get_sampler, time_grid
 
 from .data import ToyDataset, get_dataset
 from .metrics import iqr_ratio, marginal_pmf_rmse, outside_fraction, pmf_rmse, std_ratio, straightness
 
-__all__ = ["PRIORS", "ToySamples", "evaluate", "generate", "metrics_dict", "prior_cov", "prior_sample"]
+__all__ = ["PRIORS", "ToySamples", "evaluate", "generate", "metrics_dict"]
 
 PRIORS = ("transition", "data", "stationary")
 
 
-def prior_cov(sde: LinearSDE, kind: str = "transition", data_var: Optional[Sequence[float]] = None) -> torch.Tensor:
-    """Covariance blocks ``(*data_shape, K, K)`` (float64) of the sampling prior at ``T``.
-
-    ``data_var`` (per-axis data variance, shape ``data_shape``) is needed for
-    ``kind="data"``: one scalar variance would undo the stretch.
-    """
-    return sde.prior_cov(kind, _data_var(kind, data_var))
-
-
-def _data_var(kind: str, data_var):
+def _check_prior(kind: str, data_var) -> None:
     if kind not in PRIORS:
         raise ValueError(f"unknown prior {kind!r}; choose one of {', '.join(PRIORS)}")
     if kind == "data" and data_var is None:
-        raise ValueError("the 'data' prior needs the per-axis data variance data_var")
-    return 1.0 if data_var is None else data_var
-
-
-def prior_sample(
-    sde: LinearSDE,
-    num: int,
-    kind: str = "transition",
-    data_var: Optional[Sequence[float]] = None,
-    generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
-    """Draw ``num`` prior states ``(num, K, *data_shape)`` (float32)."""
-    return sde.prior_sample(num, kind, _data_var(kind, data_var), generator=generator)
+        raise ValueError("the 'data' prior needs the per-axis data variance data_var (one scalar would undo the stretch)")
 
 
 @dataclass
@@ -109,7 +87,8 @@ def generate(
         ``"heun"`` (probability-flow ODE), ``"euler_maruyama"`` or ``"splitting"``
         (reverse SDE) or ``"exp_heun"``.
     prior, data_var
-        Sampling prior, see :func:`prior_cov`.
+        Sampling prior (see :meth:`~vsmd_ts.diffusion.LinearSDE.prior_cov`); ``"data"``
+        needs the per-axis ``data_var``.
     seed
         Seed of the prior draws and of the SDE samplers' noise.
     record
@@ -119,35 +98,14 @@ def generate(
     progress
         tqdm bar over the steps.
     """
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"num must be a positive int, got {num!r}")
-    sample_fn = get_sampler(sampler)
-    sde = model.sde
-    was_training = model.training
-    model.eval()
-    generator = torch.Generator().manual_seed(int(seed))
-    ts = time_grid(sde, steps)
-    batch_size = num if batch_size is None else int(batch_size)
-    xs, trajs, nfe = [], [], 0
-    for start in range(0, num, batch_size):
-        n = min(batch_size, num - start)
-        a = prior_sample(sde, n, prior, data_var, generator)
-        path = []
+    from vsmd_ts.training import draw_samples
 
-        def keep(i, t, state, score):
-            path.append(state[:, 0].clone())
-
-        out = sample_fn(model, sde, a, ts, generator=generator, callback=keep if record else None, progress=progress)
-        x = out.x.float()
-        if not torch.isfinite(x).all():
-            raise FloatingPointError("sampling produced NaN or inf; the model or the step count is unstable")
-        xs.append(x)
-        if record:
-            path.append(x)
-            trajs.append(torch.stack(path))
-        nfe = out.nfe
-    model.train(was_training)
-    return ToySamples(torch.cat(xs), torch.cat(trajs, dim=1) if record else None, ts, nfe)
+    _check_prior(prior, data_var)
+    out = draw_samples(model, num, steps, sampler, prior, 1.0 if data_var is None else data_var, seed, batch_size,
+                       record, torch.device("cpu"), progress)
+    if not torch.isfinite(out.x).all():
+        raise FloatingPointError("sampling produced NaN or inf; the model or the step count is unstable")
+    return ToySamples(out.x, out.traj, out.ts, out.nfe)
 
 
 def evaluate(

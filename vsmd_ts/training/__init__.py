@@ -4,13 +4,14 @@ Lives outside :mod:`vsmd_ts.diffusion` so the core stays torch-only. The
 front ends supply a dataset (a batch function of the step) and a network;
 :func:`fit` trains them by Algorithm 1 with EMA, checkpoints, resume, CSV
 metrics and a time budget. :func:`load_checkpoint` and :func:`state_dicts`
-read what it wrote without importing Lightning (the other names import it
+and :func:`draw_samples` read what it wrote without importing Lightning (the other names import it
 on first use).
 """
 
 from importlib import import_module
 
 from .checkpoint import load_checkpoint, state_dicts
+from .sampling import Samples, draw_samples
 
 _LAZY = {
     "DiffusionModule": "module",
@@ -24,7 +25,7 @@ _LAZY = {
     "fit": "run",
 }
 
-__all__ = sorted([*_LAZY, "load_checkpoint", "state_dicts"])
+__all__ = sorted([*_LAZY, "Samples", "draw_samples", "load_checkpoint", "state_dicts"])
 
 
 def __getattr__(name):
