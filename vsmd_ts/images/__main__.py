@@ -48,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vsmd_ts.images", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
+    _train_parser(sub)
+    _sample_parser(sub)
+    _fid_parser(sub)
+    return p
+
+
+def _train_parser(sub) -> None:
     t = sub.add_parser(
         "train",
         help="train a VSMD image model",
@@ -89,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, cuda, mps")
     t.add_argument("--devices", type=_devices, default=1, help="number of devices (-1: all) or a list like 0,1")
-    t.add_argument("--strategy", default="auto", help="Fabric strategy (ddp when devices > 1)")
+    t.add_argument("--strategy", default="auto", help="Lightning strategy (auto: DDP when devices > 1)")
     t.add_argument("--precision", default="32-true", help="32-true, bf16-mixed or 16-mixed")
     t.add_argument("--threads", dest="num_threads", type=int, help="torch CPU threads")
     t.add_argument("--max-minutes", type=float, help="stop and checkpoint after this much training time")
@@ -106,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--fid-inception", help="local Inception file; computes FID after training")
     t.add_argument("--fid-num", type=int, default=0, help="samples for FID (0: all digits / 10000)")
 
+
+def _sample_parser(sub) -> None:
     s = sub.add_parser("sample", help="draw a grid of samples from a checkpoint",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("--checkpoint", required=True)
@@ -121,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="torch CPU threads")
     s.add_argument("--no-progress", dest="progress", action="store_false")
 
+
+def _fid_parser(sub) -> None:
     f = sub.add_parser("fid", help="FID of a checkpoint's samples against its training data",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     f.add_argument("--checkpoint", required=True)
@@ -137,7 +148,6 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--json", help="write the result to this JSON file")
     f.add_argument("--threads", type=int, help="torch CPU threads")
     f.add_argument("--no-progress", dest="progress", action="store_false")
-    return p
 
 
 def _device(name: str, threads=None):

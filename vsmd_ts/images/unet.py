@@ -92,6 +92,25 @@ class _Level(nn.Module):
         self.attn = nn.ModuleList(attn) if attn else None
 
 
+def _check_sizes(data_shape, channel_mult, num_res_blocks):
+    """Validated ``(data_shape, channel_mult)`` tuples of a U-Net."""
+    data_shape = tuple(int(s) for s in data_shape)
+    if len(data_shape) != 3:
+        raise ValueError(f"data_shape must be (C, H, W), got {data_shape}")
+    channel_mult = tuple(int(m) for m in channel_mult)
+    if not channel_mult or min(channel_mult) < 1:
+        raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult}")
+    factor = 2 ** (len(channel_mult) - 1)
+    if data_shape[1] % factor or data_shape[2] % factor:
+        raise ValueError(
+            f"image size {data_shape[1]}x{data_shape[2]} must be divisible by 2**(len(channel_mult) - 1) = {factor}; "
+            "use fewer levels or pad/upsample the images"
+        )
+    if num_res_blocks < 1:
+        raise ValueError(f"num_res_blocks must be >= 1, got {num_res_blocks}")
+    return data_shape, channel_mult
+
+
 class UNet(nn.Module):
     """U-Net noise predictor ``net(a, t, cond=None) -> eps_hat``.
 
@@ -144,21 +163,8 @@ class UNet(nn.Module):
         num_classes: int = 0,
     ):
         super().__init__()
-        data_shape = tuple(int(s) for s in data_shape)
-        if len(data_shape) != 3:
-            raise ValueError(f"data_shape must be (C, H, W), got {data_shape}")
+        data_shape, channel_mult = _check_sizes(data_shape, channel_mult, num_res_blocks)
         C, H, W = data_shape
-        channel_mult = tuple(int(m) for m in channel_mult)
-        if not channel_mult or min(channel_mult) < 1:
-            raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult}")
-        factor = 2 ** (len(channel_mult) - 1)
-        if H % factor or W % factor:
-            raise ValueError(
-                f"image size {H}x{W} must be divisible by 2**(len(channel_mult) - 1) = {factor}; "
-                "use fewer levels or pad/upsample the images"
-            )
-        if num_res_blocks < 1:
-            raise ValueError(f"num_res_blocks must be >= 1, got {num_res_blocks}")
         self.data_shape = data_shape
         self.num_channels = int(num_channels)
         self.num_classes = int(num_classes)

@@ -91,7 +91,7 @@ class EveryNSteps(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.every and step % self.every == 0 and step < trainer.max_steps and trainer.is_global_zero:
+        if self.every and step % self.every == 0 and trainer.is_global_zero:
             module = self.ema.average_module if self.ema is not None else pl_module
             self.fn(step, module.model)
 
