@@ -154,10 +154,21 @@ def test_kill_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
     assert steps == list(range(5, saved + 11, 5))  # rows after the checkpoint were logged once, by the resumed run
 
 
-def test_ctrl_c_saves_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_save_a_checkpoint(tmp_path, sig):
     out = tmp_path / "run"
     proc = _start_and_wait(out, 25)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     proc.wait(timeout=60)
     last_logged = int(_rows(out)[-1]["step"])
     assert _ckpt_step(out) >= last_logged  # nothing that was logged is lost
+
+
+def test_time_budget_stops_and_checkpoints(tmp_path):
+    from vsmd_ts.toys import ToyConfig, load_checkpoint, train
+
+    cfg = ToyConfig(dataset="spiral", sde="cld", hidden=8, num_blocks=1, batch_size=32, log_every=0, ckpt_every=0,
+                    steps=10**7, max_minutes=0.01, progress=False)
+    summary = train(cfg, out=tmp_path)
+    assert 0 < summary["steps"] < 10**7
+    assert load_checkpoint(tmp_path)["global_step"] == summary["steps"]  # saved where it stopped

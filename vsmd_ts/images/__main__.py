@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from vsmd_ts.diffusion import SDE_NAMES, TRAJECTORY_STEPS
+from vsmd_ts.diffusion import SDE_NAMES, TRAJECTORY_STEPS, AlternationSchedule
 
 from .config import TrainConfig
 from .data import DATASETS, CIFAR10NotFoundError
@@ -89,7 +89,7 @@ def _train_parser(sub) -> None:
     t.add_argument("--warmup", type=float, help="fraction of steps before the first A update")
     t.add_argument("--cooldown", type=float, help="fraction of steps after the last A update")
     t.add_argument("--cycle-steps", type=int, help="backward + forward steps per cycle (paper 500 + 100)")
-    t.add_argument("--forward-fraction", type=float, default=1 / 6)
+    t.add_argument("--forward-fraction", type=float, default=AlternationSchedule.forward_fraction)
     t.add_argument("--num-trajectories", type=int, help="backward trajectories per A phase")
     t.add_argument("--trajectory-steps", type=int, default=TRAJECTORY_STEPS)
     t.add_argument("--frozen-policy", choices=("score", "score_minus_forward"), default="score")

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from vsmd_ts.diffusion import TRAJECTORY_STEPS, ScoreModel, make_sde
+from vsmd_ts.diffusion import TRAJECTORY_STEPS, AlternationSchedule, ScoreModel, make_sde
 
 from .precond import GaussianResidualPrecond
 from .unet import UNet
@@ -193,7 +193,7 @@ class TrainConfig:
     warmup: Optional[float] = None
     cooldown: Optional[float] = None
     cycle_steps: Optional[int] = None
-    forward_fraction: float = 1 / 6
+    forward_fraction: float = AlternationSchedule.forward_fraction
     num_trajectories: Optional[int] = None
     trajectory_steps: int = TRAJECTORY_STEPS
     frozen_policy: str = "score"

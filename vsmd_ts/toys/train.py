@@ -21,12 +21,22 @@ from typing import Optional, Union
 
 import torch
 
-from vsmd_ts.diffusion import SDE_NAMES, TRAJECTORY_STEPS, ResidualMLP, ScoreModel, evaluation_loss, make_sde
+from vsmd_ts.diffusion import (
+    SDE_NAMES,
+    TRAJECTORY_STEPS,
+    AlternationSchedule,
+    ResidualMLP,
+    ScoreModel,
+    evaluation_loss,
+    make_sde,
+)
 
 from .data import get_dataset
 from .sampling import PRIORS, evaluate
 
 __all__ = ["ToyConfig", "build_model", "load_checkpoint", "model_from_checkpoint", "train"]
+
+_SCHEDULE = AlternationSchedule()  # the core's alternation defaults
 
 
 @dataclass
@@ -98,10 +108,10 @@ class ToyConfig:
     lr_schedule: str = "cosine"
     ema_decay: float = 0.995
     grad_clip: float = 1.0
-    warmup: float = 0.2
-    cooldown: float = 0.4
-    cycle: float = 0.12
-    forward_fraction: float = 1 / 6
+    warmup: float = _SCHEDULE.warmup
+    cooldown: float = _SCHEDULE.cooldown
+    cycle: float = _SCHEDULE.cycle
+    forward_fraction: float = _SCHEDULE.forward_fraction
     num_trajectories: int = 512
     trajectory_steps: int = TRAJECTORY_STEPS
     frozen_policy: str = "score"

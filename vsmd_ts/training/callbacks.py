@@ -10,6 +10,7 @@ from typing import Callable, Optional
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .checkpoint import LAST
 
@@ -73,13 +74,13 @@ def _save_last(trainer) -> None:
 
 
 class SaveOnStop(Callback):
-    """Writes ``last.ckpt`` at the end of training (also after ``max_time``) and on Ctrl-C."""
+    """Writes ``last.ckpt`` at the end of training (also after ``max_time``), on Ctrl-C and on SIGTERM."""
 
     def on_train_end(self, trainer, pl_module) -> None:
         _save_last(trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt):
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             _save_last(trainer)
 
 

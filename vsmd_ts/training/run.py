@@ -32,6 +32,8 @@ from .module import DiffusionModule, StepBatches
 
 __all__ = ["FitConfig", "FitResult", "fit"]
 
+_SCHEDULE = AlternationSchedule()  # the core's alternation defaults, read in one place
+
 
 @dataclass
 class FitConfig:
@@ -70,10 +72,10 @@ class FitConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     ema_warmup: bool = True
-    warmup: float = 0.2
-    cooldown: float = 0.4
-    cycle: float = 0.12
-    forward_fraction: float = 1 / 6
+    warmup: float = _SCHEDULE.warmup
+    cooldown: float = _SCHEDULE.cooldown
+    cycle: float = _SCHEDULE.cycle
+    forward_fraction: float = _SCHEDULE.forward_fraction
     num_trajectories: int = 256
     trajectory_steps: int = TRAJECTORY_STEPS
     frozen_policy: str = "score"
