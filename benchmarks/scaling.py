@@ -119,3 +119,235 @@ def bench_transition(N: int, D: int, repeats: int, initial_velocity: str, seed: 
             ((base[2][..., 1, 1].double() - ref.chol[..., 1, 1]).abs() / ref.chol[..., 1, 1]).max()
         )
     return out
+
+
+# ---------------------------------------------------------------- shapes
+# (freq, prediction_length, target_dim) of the GluonTS "_nips" versions used by TimeGrad
+SHAPES = {
+    "exchange": ("B", 30, 8),
+    "solar": ("h", 24, 137),
+    "electricity": ("h", 24, 370),
+    "traffic": ("h", 24, 963),
+    "wiki": ("D", 30, 2000),
+}
+
+
+def _estimator_config() -> dict:
+    """The electricity configuration of ``benchmarks/configs.py`` for every shape, so that
+    only ``target_dim`` (and the shape's frequency/horizon) changes along the curve."""
+    from benchmarks.configs import config_for
+
+    cfg = dict(config_for("electricity_nips", "vsuld")["estimator"])
+    cfg.pop("num_batches_per_epoch", None)
+    return cfg
+
+
+def _synthetic_batch(model, batch_size: int, seed: int = 0) -> dict:
+    """One training batch of positive seasonal series with the model's input shapes."""
+    g = torch.Generator().manual_seed(seed)
+    P, H, D, F = model._past_length, model.prediction_length, model.target_dim, model.num_time_features
+    t = torch.arange(P + H, dtype=torch.float32)
+    level = torch.exp(3 + torch.randn(batch_size, 1, D, generator=g))
+    phase = 6.3 * torch.rand(batch_size, 1, D, generator=g)
+    season = 1 + 0.5 * torch.sin(2 * math.pi * t[None, :, None] / 24 + phase)
+    values = level * season * (1 + 0.1 * torch.randn(batch_size, P + H, D, generator=g))
+    feat = torch.randn(batch_size, P + H, F, generator=g)
+    return {
+        "past_target": values[:, :P].clamp_min(0),
+        "past_observed_values": torch.ones(batch_size, P, D),
+        "past_time_feat": feat[:, :P],
+        "future_time_feat": feat[:, P:],
+        "future_target": values[:, P:].clamp_min(0),
+        "future_observed_values": torch.ones(batch_size, H, D),
+    }
+
+
+def _peak_rss_gib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def bench_shape(shape: str, threads: int, repeats: int, sample_repeats: int, num_samples: int) -> dict:
+    """Training-step, A-refresh and sampling cost of one shape (run in a fresh process for the memory peak)."""
+    from vsmd_ts import VSMDEstimator
+    from vsmd_ts.diffusion.nets import ScoreModel
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    rss_start = _peak_rss_gib()
+    freq, H, D = SHAPES[shape]
+    cfg = _estimator_config()
+    est = VSMDEstimator(freq=freq, prediction_length=H, target_dim=D, num_parallel_samples=num_samples, progress=False, **cfg)
+    module = est.create_lightning_module()
+    model, objective = module.model, module.objective
+    batch = _synthetic_batch(model, est.batch_size)
+    opt = module.configure_optimizers()
+    out = {"shape": shape, "target_dim": D, "freq": freq, "prediction_length": H, "threads": threads,
+           "batch_size": est.batch_size, "context_length": est.context_length, "lags": est.lags_seq,
+           "rnn_input_size": model.rnn.input_size, "parameters": sum(p.numel() for p in module.parameters())}
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        x0, cond, mask = module._training_inputs(batch)
+        loss, stage = objective(0, 1000, x0, cond, mask)  # step 0: a score (DSM) step
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 10.0)
+        opt.step()
+        return x0, cond
+
+    x0, cond = train_step()  # warm-up
+    out["rows_per_step"] = x0.shape[0]
+    timings = _median_times({"train_step": train_step}, repeats)
+    with torch.no_grad():
+        t = model.sde.eps + (model.sde.T - model.sde.eps) * torch.rand(x0.shape[0])
+        x0d = x0.detach()
+        parts = {
+            "perturb (transition + a_t)": lambda: model.sde.perturb(x0d, t),
+            "rnn_encode (forward only)": lambda: module._training_inputs(batch),
+        }
+        timings.update(_median_times(parts, repeats))
+        t0 = time.perf_counter()
+        n = min(objective.num_trajectories, x0.shape[0])
+        objective.updater.refresh(ScoreModel(model.sde, model.denoiser), model.sde, n, cond[:n].detach(), None, x0.device)
+        timings["A_refresh (once per A phase)"] = time.perf_counter() - t0
+        module.eval()
+        window = {k: v[:1] for k, v in batch.items() if not k.startswith("future_") or k == "future_time_feat"}
+        sample = lambda: model(**window)  # noqa: E731
+        timings["sample_window"] = _median_times({"s": sample}, sample_repeats)["s"]
+    out["seconds"] = timings
+    out["nfe_per_step"] = model.nfe_per_step
+    out["num_samples"] = num_samples
+    out["peak_rss_gib"] = _peak_rss_gib()
+    out["rss_after_imports_gib"] = rss_start
+    return out
+
+
+# ---------------------------------------------------------------- reporting
+def fit_slope(dims, values) -> float:
+    """Least-squares slope of ``log(value)`` against ``log(target_dim)``."""
+    import numpy as np
+
+    return float(np.polyfit(np.log(dims), np.log(values), 1)[0])
+
+
+def shapes_table(rows: list) -> str:
+    lines = ["| shape | D | threads | rows/step | train step s | perturb s | RNN encode s | A refresh s | sample s/window | peak RSS GiB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["threads"], r["target_dim"])):
+        s = r["seconds"]
+        lines.append(
+            f"| {r['shape']} | {r['target_dim']} | {r['threads']} | {r['rows_per_step']} | {s['train_step']:.3f} | "
+            f"{s['perturb (transition + a_t)']:.3f} | {s['rnn_encode (forward only)']:.3f} | "
+            f"{s['A_refresh (once per A phase)']:.2f} | {s['sample_window']:.2f} | {r['peak_rss_gib']:.2f} |"
+        )
+    for threads in sorted({r["threads"] for r in rows}):
+        sub = sorted((r for r in rows if r["threads"] == threads), key=lambda r: r["target_dim"])
+        if len(sub) >= 2:
+            dims = [r["target_dim"] for r in sub]
+            lines.append("")
+            lines.append(
+                f"{threads} thread(s): log-log slope against D: train step "
+                f"{fit_slope(dims, [r['seconds']['train_step'] for r in sub]):.2f}, sampling "
+                f"{fit_slope(dims, [r['seconds']['sample_window'] for r in sub]):.2f}, peak RSS "
+                f"{fit_slope(dims, [r['peak_rss_gib'] for r in sub]):.2f}"
+            )
+    return "\n".join(lines)
+
+
+def transition_table(rows: list) -> str:
+    lines = ["| N x D | v_0 | fused entries s | fused blocks s | generic blocks s (before) | matrix_exp f32 s | speed-up entries / blocks / generic |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s, x = r["seconds"], r["speedup_vs_matrix_exp"]
+        lines.append(
+            f"| {r['N']} x {r['D']} | {r['initial_velocity']} | {s['fused_entries']:.3f} | {s['fused_blocks']:.3f} | "
+            f"{s['generic_blocks']:.3f} | {s['matrix_exp_f32']:.3f} | "
+            f"{x['fused_entries']:.1f}x / {x['fused_blocks']:.1f}x / {x['generic_blocks']:.1f}x |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for threads, marker in ((1, "o"), (2, "s")):
+        sub = sorted((r for r in rows if r["threads"] == threads), key=lambda r: r["target_dim"])
+        if len(sub) < 2:
+            continue
+        dims = [r["target_dim"] for r in sub]
+        for key, label in (("train_step", "train step"), ("sample_window", "sampling / window")):
+            vals = [r["seconds"][key] for r in sub]
+            ax.loglog(dims, vals, marker=marker, label=f"{label}, {threads} thr (slope {fit_slope(dims, vals):.2f})")
+    ax.set_xlabel("target_dim D")
+    ax.set_ylabel("seconds (median, shared busy CPU)")
+    ax.set_title("VSMD cost against the number of series")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _run_child(args: list) -> dict:
+    import os
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args[args.index("--threads") + 1]))
+    res = subprocess.run([sys.executable, __file__, "_one", *args], capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr[-3000:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["transition", "shapes", "plot", "_one"])
+    p.add_argument("--out", default="benchmarks/results_scaling.json")
+    p.add_argument("--threads", default="1", help="comma-separated thread counts")
+    p.add_argument("--shapes", default=",".join(SHAPES))
+    p.add_argument("--shape", help=argparse.SUPPRESS)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--sample-repeats", type=int, default=2)
+    p.add_argument("--num-samples", type=int, default=100)
+    p.add_argument("--sizes", default="3840x370", help="transition batches NxD, comma-separated")
+    p.add_argument("--figure", default="benchmarks/figures/scaling/cost_vs_target_dim.png")
+    args = p.parse_args(argv)
+    if args.what == "_one":
+        print(json.dumps(bench_shape(args.shape, int(args.threads), args.repeats, args.sample_repeats, args.num_samples)))
+        return
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    if args.what == "transition":
+        rows = []
+        for threads in map(int, args.threads.split(",")):
+            torch.set_num_threads(threads)
+            for size in args.sizes.split(","):
+                N, D = map(int, size.split("x"))
+                for iv in ("sample", "marginal"):
+                    rows.append({**bench_transition(N, D, args.repeats, iv), "threads": threads})
+                    print(transition_table(rows[-1:]), flush=True)
+        results["transition"] = rows
+        print(transition_table(rows))
+    elif args.what == "shapes":
+        rows = [r for r in results.get("shapes", []) if not (r["shape"] in args.shapes.split(",")
+                                                               and str(r["threads"]) in args.threads.split(","))]
+        for threads in args.threads.split(","):
+            for shape in args.shapes.split(","):
+                row = _run_child(["--shape", shape, "--threads", threads, "--repeats", str(args.repeats),
+                                  "--sample-repeats", str(args.sample_repeats), "--num-samples", str(args.num_samples)])
+                rows.append(row)
+                print(shapes_table([row]), flush=True)
+        results["shapes"] = rows
+        print(shapes_table(rows))
+    if args.what in ("shapes", "plot") and results.get("shapes"):
+        plot(results["shapes"], Path(args.figure))
+    out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -200,3 +200,19 @@ def test_rank_detection_from_launcher_environment(monkeypatch):
     assert rank_and_world_size() == (3, 4)
     with pytest.raises(ValueError):
         rank_and_world_size(rank=2, world_size=2)
+
+
+def test_noise_scale_cache_follows_A_updates():
+    sde = make_sde("vsuld", (4,))
+    sde.A.set_(A_V)
+    t = torch.full((3,), 0.25)
+    first = sde.noise_scale(t)
+    torch.testing.assert_close(first[0], sde.transition(torch.tensor(0.25)).chol[..., 1, 1].float())
+    assert sde.noise_scale(t).data_ptr() == first.data_ptr()  # served from the cache
+    with torch.no_grad():
+        sde.A.theta.add_(0.5)  # an optimiser step on A
+    fresh = sde.noise_scale(t)
+    torch.testing.assert_close(fresh[0], sde.transition(torch.tensor(0.25)).chol[..., 1, 1].float())
+    assert not torch.equal(fresh, first)
+    sde.load_state_dict({"A.theta": torch.zeros(4)})
+    torch.testing.assert_close(sde.noise_scale(t)[0], sde.transition(torch.tensor(0.25)).chol[..., 1, 1].float())

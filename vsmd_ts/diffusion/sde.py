@@ -264,9 +264,32 @@ class LinearSDE(nn.Module):
         t = self._as_time(t)
         if t.dim() == 1 and t.numel() > 1 and bool((t == t[0]).all()):
             # one time for the whole batch (samplers): compute the blocks once
-            L = self._last_chol(t[0])
-            return L.to(torch.float32).expand((t.shape[0],) + L.shape)
+            L = self._cached_last_chol(t[0])
+            return L.expand((t.shape[0],) + L.shape)
+        if t.dim() == 0:
+            return self._cached_last_chol(t)
         return self._last_chol(t).to(torch.float32)
+
+    def _cached_last_chol(self, t: torch.Tensor) -> torch.Tensor:
+        """``L_KK`` (float32) at one time, memoised while A is unchanged.
+
+        Samplers query the same few grid times for every forecast step and
+        sample path; A is frozen meanwhile, so each value is computed once.
+        The key holds A's in-place version counter (optimiser steps and
+        ``load_state_dict`` bump it), so an updated A is never served stale.
+        """
+        A = getattr(self, "A", None)
+        version = () if A is None else tuple((id(p), p._version) for p in A.parameters(recurse=False)) + tuple(
+            (id(b), b._version) for b in A.buffers(recurse=False)
+        )
+        cache = self.__dict__.setdefault("_chol_cache", {})
+        if cache.get("version") != version or len(cache) > 4096:
+            cache.clear()
+            cache["version"] = version
+        key = (float(t), str(t.device))
+        if key not in cache:
+            cache[key] = self._last_chol(t).to(torch.float32)
+        return cache[key]
 
     def _last_chol(self, t: torch.Tensor) -> torch.Tensor:
         fused = self.transition_entries(t)
