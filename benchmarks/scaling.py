@@ -20,11 +20,16 @@ Two parts, both written to ``--out`` (JSON) and printed as markdown tables:
 The machine these numbers were taken on is shared; every timing is a median
 of repeats measured under contention. Compare ratios within one run.
 
+``ddp``
+    A tiny 2-process CPU DDP training run (gloo) on exchange-shaped
+    synthetic data that records each rank's batch fingerprints.
+
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/scaling.py transition --threads 1
     OMP_NUM_THREADS=1 python benchmarks/scaling.py shapes --threads 1 --shapes exchange,solar,electricity,traffic,wiki
-    python benchmarks/scaling.py plot --out benchmarks/scaling_results.json
+    python benchmarks/scaling.py plot
+    OMP_NUM_THREADS=1 python benchmarks/scaling.py ddp --ddp-dir runs/ddp_check   # 2-process CPU DDP smoke run
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ def _median_times(fns: dict, repeats: int) -> dict:
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def bench_transition(N: int, D: int, repeats: int, initial_velocity: str, seed: int = 0) -> dict:
+def bench_transition(N: int, D: int, repeats: int, initial_velocity: str, seed: int = 0, compile: bool = False) -> dict:
     """Seconds per transition of an ``N x D`` batch for each route; also the max error vs float64."""
     g = torch.Generator().manual_seed(seed)
     sde = MomentumSDE((D,), beta=10.0, damping_ratio=0.7, initial_velocity=initial_velocity)
@@ -105,6 +110,20 @@ def bench_transition(N: int, D: int, repeats: int, initial_velocity: str, seed: 
             "generic_blocks": lambda: generic_blocks(sde, t),
             "matrix_exp_f32": lambda: matrix_exp_baseline(sde, t32),
         }
+        compile_seconds = None
+        if compile:  # torch.compile of the fused moments (graph breaks at the small-time row selection)
+            from vsmd_ts.diffusion import linalg
+
+            compiled = torch.compile(linalg.oscillator_moments, dynamic=False)
+            k = sde._omega2_k(True)[1]
+            B = sde.beta_int(t).reshape(-1, 1)
+            fns["fused_entries_compiled"] = lambda: compiled(B, k, sde.damping_ratio, sde.gamma, sde.initial_cov_last)
+            t0 = time.perf_counter()
+            fns["fused_entries_compiled"]()
+            compile_seconds = time.perf_counter() - t0
+            got = fns["fused_entries_compiled"]()[2][-1]
+            want = sde.transition_entries(t)[2][-1]
+            compile_err = float(((got - want).abs() / want).max())
         for fn in fns.values():  # warm-up
             fn()
         med = _median_times(fns, repeats)
@@ -113,6 +132,9 @@ def bench_transition(N: int, D: int, repeats: int, initial_velocity: str, seed: 
         base = matrix_exp_baseline(sde, t32)
     out = {"N": N, "D": D, "initial_velocity": initial_velocity, "repeats": repeats, "seconds": med}
     out["speedup_vs_matrix_exp"] = {k: med["matrix_exp_f32"] / v for k, v in med.items()}
+    if compile:
+        out["compile_seconds"] = compile_seconds
+        out["max_rel_err_L_vv_compiled_vs_eager"] = compile_err
     out["max_rel_err_L_vv_vs_generic"] = float(((ref.chol[..., 1, 1] - old[2][..., 1, 1]).abs() / old[2][..., 1, 1]).max())
     if initial_velocity == "sample":  # the baseline conditions on v_0 (Sigma_0 = 0)
         out["max_rel_err_L_vv_matrix_exp_f32"] = float(
@@ -223,6 +245,48 @@ def bench_shape(shape: str, threads: int, repeats: int, sample_repeats: int, num
     return out
 
 
+# ---------------------------------------------------------------- DDP check
+def ddp_check(out_dir: str, processes: int = 2, epochs: int = 2, batches: int = 10) -> None:
+    """Tiny exchange-shaped DDP run on CPU (gloo): trains, and records each rank's batches.
+
+    Lightning's launcher re-runs this script once per extra rank; every rank
+    writes the fingerprints of its training batches to ``out_dir``.
+    """
+    import hashlib
+
+    import lightning.pytorch as pl
+
+    from vsmd_ts import VSMDEstimator
+    from vsmd_ts.timeseries.data import synthetic_like
+
+    class Fingerprints(pl.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.seen.append(hashlib.sha1(batch["past_target"].numpy().tobytes()).hexdigest()[:12])
+
+        def on_train_end(self, trainer, module):
+            path = Path(out_dir) / f"rank{trainer.global_rank}.json"
+            losses = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            path.write_text(json.dumps({"rank": trainer.global_rank, "world_size": trainer.world_size,
+                                        "batches": self.seen, "metrics": losses}))
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    data = synthetic_like("exchange_rate_nips", seed=0, train_length=400)
+    fp = Fingerprints()
+    est = VSMDEstimator(
+        freq=data.freq, prediction_length=data.prediction_length, target_dim=data.target_dim, hidden_size=16,
+        num_layers=1, denoiser_hidden=32, denoiser_blocks=1, batch_size=16, num_batches_per_epoch=batches,
+        sampler_steps=4, num_parallel_samples=8, num_trajectories=16, trajectory_steps=5, seed=0, progress=False,
+        trainer_kwargs=dict(max_epochs=epochs, accelerator="cpu", devices=processes, strategy="ddp_find_unused_parameters_true",
+                            enable_progress_bar=False, callbacks=[fp]),
+    )
+    predictor = est.train(data.train)
+    forecast = next(iter(predictor.predict(data.test)))
+    print(json.dumps({"forecast_shape": list(forecast.samples.shape), "finite": bool(torch.isfinite(torch.as_tensor(forecast.samples)).all())}))
+
+
 # ---------------------------------------------------------------- reporting
 def fit_slope(dims, values) -> float:
     """Least-squares slope of ``log(value)`` against ``log(target_dim)``."""
@@ -265,6 +329,12 @@ def transition_table(rows: list) -> str:
             f"{s['generic_blocks']:.3f} | {s['matrix_exp_f32']:.3f} | "
             f"{x['fused_entries']:.1f}x / {x['fused_blocks']:.1f}x / {x['generic_blocks']:.1f}x |"
         )
+        if "fused_entries_compiled" in s:
+            lines.append(
+                f"| (threads {r.get('threads')}) torch.compile of the fused entries: {s['fused_entries_compiled']:.3f} s "
+                f"({x['fused_entries_compiled']:.1f}x), compile {r['compile_seconds']:.0f} s, "
+                f"max rel. diff of L_vv vs eager {r['max_rel_err_L_vv_compiled_vs_eager']:.1e} | | | | | |"
+            )
     return "\n".join(lines)
 
 
@@ -306,7 +376,7 @@ def _run_child(args: list) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["transition", "shapes", "plot", "_one"])
+    p.add_argument("what", choices=["transition", "shapes", "plot", "ddp", "_one"])
     p.add_argument("--out", default="benchmarks/results_scaling.json")
     p.add_argument("--threads", default="1", help="comma-separated thread counts")
     p.add_argument("--shapes", default=",".join(SHAPES))
@@ -315,10 +385,16 @@ def main(argv=None) -> None:
     p.add_argument("--sample-repeats", type=int, default=2)
     p.add_argument("--num-samples", type=int, default=100)
     p.add_argument("--sizes", default="3840x370", help="transition batches NxD, comma-separated")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile of the fused moments")
+    p.add_argument("--only", default="sample,marginal", help="initial-velocity conventions for the transition part")
+    p.add_argument("--ddp-dir", default="runs/ddp_check")
     p.add_argument("--figure", default="benchmarks/figures/scaling/cost_vs_target_dim.png")
     args = p.parse_args(argv)
     if args.what == "_one":
         print(json.dumps(bench_shape(args.shape, int(args.threads), args.repeats, args.sample_repeats, args.num_samples)))
+        return
+    if args.what == "ddp":
+        ddp_check(args.ddp_dir)
         return
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
@@ -328,10 +404,10 @@ def main(argv=None) -> None:
             torch.set_num_threads(threads)
             for size in args.sizes.split(","):
                 N, D = map(int, size.split("x"))
-                for iv in ("sample", "marginal"):
-                    rows.append({**bench_transition(N, D, args.repeats, iv), "threads": threads})
+                for iv in args.only.split(","):
+                    rows.append({**bench_transition(N, D, args.repeats, iv, compile=args.compile), "threads": threads})
                     print(transition_table(rows[-1:]), flush=True)
-        results["transition"] = rows
+        results["transition_compiled" if args.compile else "transition"] = rows
         print(transition_table(rows))
     elif args.what == "shapes":
         rows = [r for r in results.get("shapes", []) if not (r["shape"] in args.shapes.split(",")
@@ -341,8 +417,9 @@ def main(argv=None) -> None:
                 row = _run_child(["--shape", shape, "--threads", threads, "--repeats", str(args.repeats),
                                   "--sample-repeats", str(args.sample_repeats), "--num-samples", str(args.num_samples)])
                 rows.append(row)
+                results["shapes"] = rows
+                out.write_text(json.dumps(results, indent=1))  # keep what is done if the run is cut short
                 print(shapes_table([row]), flush=True)
-        results["shapes"] = rows
         print(shapes_table(rows))
     if args.what in ("shapes", "plot") and results.get("shapes"):
         plot(results["shapes"], Path(args.figure))
