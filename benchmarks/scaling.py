@@ -85,14 +85,22 @@ def generic_blocks(sde: MomentumSDE, t: torch.Tensor):
     return Phi, cov, cholesky_block(cov)
 
 
-def _median_times(fns: dict, repeats: int) -> dict:
-    """Interleaved repeats (fairer under changing load); median seconds per function."""
+def _median_times(fns: dict, repeats: int, cpu: dict = None) -> dict:
+    """Interleaved repeats (fairer under changing load); median wall seconds per function.
+
+    ``cpu``, when given, receives the median CPU seconds of this process
+    (``time.process_time``), which a busy machine inflates far less than wall time.
+    """
     times = {name: [] for name in fns}
+    cpu_times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - t0)
+            cpu_times[name].append(time.process_time() - c0)
+    if cpu is not None:
+        cpu.update({name: statistics.median(v) for name, v in cpu_times.items()})
     return {name: statistics.median(v) for name, v in times.items()}
 
 
@@ -190,7 +198,7 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
-def bench_shape(shape: str, threads: int, repeats: int, sample_repeats: int, num_samples: int) -> dict:
+def bench_shape(shape: str, threads: int, repeats: int, sample_repeats: int, num_samples: int, sample_steps: int = 2) -> dict:
     """Training-step, A-refresh and sampling cost of one shape (run in a fresh process for the memory peak)."""
     from vsmd_ts import VSMDEstimator
     from vsmd_ts.diffusion.nets import ScoreModel
@@ -220,7 +228,8 @@ def bench_shape(shape: str, threads: int, repeats: int, sample_repeats: int, num
 
     x0, cond = train_step()  # warm-up
     out["rows_per_step"] = x0.shape[0]
-    timings = _median_times({"train_step": train_step}, repeats)
+    cpu = {}
+    timings = _median_times({"train_step": train_step}, repeats, cpu)
     with torch.no_grad():
         t = model.sde.eps + (model.sde.T - model.sde.eps) * torch.rand(x0.shape[0])
         x0d = x0.detach()
@@ -234,10 +243,20 @@ def bench_shape(shape: str, threads: int, repeats: int, sample_repeats: int, num
         objective.updater.refresh(ScoreModel(model.sde, model.denoiser), model.sde, n, cond[:n].detach(), None, x0.device)
         timings["A_refresh (once per A phase)"] = time.perf_counter() - t0
         module.eval()
-        window = {k: v[:1] for k, v in batch.items() if not k.startswith("future_") or k == "future_time_feat"}
+        # every forecast step costs the same (one RNN step + one sampler run of num_samples paths),
+        # so time the first `sample_steps` steps and scale to the horizon
+        steps = min(sample_steps, H)
+        window = {k: v[:1] for k, v in batch.items() if not k.startswith("future_")}
+        window["future_time_feat"] = batch["future_time_feat"][:1, :steps]
+        model.prediction_length = steps
         sample = lambda: model(**window)  # noqa: E731
-        timings["sample_window"] = _median_times({"s": sample}, sample_repeats)["s"]
+        sample_cpu = {}
+        timings["sample_window"] = _median_times({"s": sample}, sample_repeats, sample_cpu)["s"] * H / steps
+        cpu["sample_window"] = sample_cpu["s"] * H / steps
+        model.prediction_length = H
+        out["sample_steps_timed"] = steps
     out["seconds"] = timings
+    out["cpu_seconds"] = cpu
     out["nfe_per_step"] = model.nfe_per_step
     out["num_samples"] = num_samples
     out["peak_rss_gib"] = _peak_rss_gib()
@@ -296,14 +315,18 @@ def fit_slope(dims, values) -> float:
 
 
 def shapes_table(rows: list) -> str:
-    lines = ["| shape | D | threads | rows/step | train step s | perturb s | RNN encode s | A refresh s | sample s/window | peak RSS GiB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| shape | D | threads | rows/step | RNN input | train step s (CPU s) | perturb s | RNN encode s | A refresh s "
+             "| sample s/window (CPU s) | peak RSS GiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["threads"], r["target_dim"])):
-        s = r["seconds"]
+        s, c = r["seconds"], r.get("cpu_seconds", {})
+        cpu_step = f" ({c['train_step']:.2f})" if "train_step" in c else ""
+        cpu_sample = f" ({c['sample_window']:.1f})" if "sample_window" in c else ""
         lines.append(
-            f"| {r['shape']} | {r['target_dim']} | {r['threads']} | {r['rows_per_step']} | {s['train_step']:.3f} | "
+            f"| {r['shape']} | {r['target_dim']} | {r['threads']} | {r['rows_per_step']} | {r['rnn_input_size']} | "
+            f"{s['train_step']:.2f}{cpu_step} | "
             f"{s['perturb (transition + a_t)']:.3f} | {s['rnn_encode (forward only)']:.3f} | "
-            f"{s['A_refresh (once per A phase)']:.2f} | {s['sample_window']:.2f} | {r['peak_rss_gib']:.2f} |"
+            f"{s['A_refresh (once per A phase)']:.2f} | {s['sample_window']:.1f}{cpu_sample} | {r['peak_rss_gib']:.2f} |"
         )
     for threads in sorted({r["threads"] for r in rows}):
         sub = sorted((r for r in rows if r["threads"] == threads), key=lambda r: r["target_dim"])
@@ -384,6 +407,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--sample-repeats", type=int, default=2)
     p.add_argument("--num-samples", type=int, default=100)
+    p.add_argument("--sample-steps", type=int, default=2, help="forecast steps timed (scaled to the horizon)")
     p.add_argument("--sizes", default="3840x370", help="transition batches NxD, comma-separated")
     p.add_argument("--compile", action="store_true", help="also time torch.compile of the fused moments")
     p.add_argument("--only", default="sample,marginal", help="initial-velocity conventions for the transition part")
@@ -391,7 +415,8 @@ def main(argv=None) -> None:
     p.add_argument("--figure", default="benchmarks/figures/scaling/cost_vs_target_dim.png")
     args = p.parse_args(argv)
     if args.what == "_one":
-        print(json.dumps(bench_shape(args.shape, int(args.threads), args.repeats, args.sample_repeats, args.num_samples)))
+        print(json.dumps(bench_shape(args.shape, int(args.threads), args.repeats, args.sample_repeats, args.num_samples,
+                                     args.sample_steps)))
         return
     if args.what == "ddp":
         ddp_check(args.ddp_dir)
@@ -415,12 +440,17 @@ def main(argv=None) -> None:
         for threads in args.threads.split(","):
             for shape in args.shapes.split(","):
                 row = _run_child(["--shape", shape, "--threads", threads, "--repeats", str(args.repeats),
-                                  "--sample-repeats", str(args.sample_repeats), "--num-samples", str(args.num_samples)])
+                                  "--sample-repeats", str(args.sample_repeats), "--num-samples", str(args.num_samples),
+                                  "--sample-steps", str(args.sample_steps)])
                 rows.append(row)
                 results["shapes"] = rows
                 out.write_text(json.dumps(results, indent=1))  # keep what is done if the run is cut short
                 print(shapes_table([row]), flush=True)
         print(shapes_table(rows))
+    if args.what == "plot":
+        print(transition_table(results.get("transition", []) + results.get("transition_compiled", [])))
+        print()
+        print(shapes_table(results.get("shapes", [])))
     if args.what in ("shapes", "plot") and results.get("shapes"):
         plot(results["shapes"], Path(args.figure))
     out.write_text(json.dumps(results, indent=1))
