@@ -36,6 +36,7 @@ from gluonts.transform import (
 
 from vsmd_ts.diffusion import SDE_NAMES
 
+from .distributed import RankSeededLoader
 from .features import default_lags, normalize_freq, time_features_for
 from .lightning_module import VSMDLightningModule
 
@@ -326,14 +327,14 @@ class VSMDEstimator(PyTorchLightningEstimator):
     def create_training_data_loader(self, data: Dataset, module: VSMDLightningModule,
                                     shuffle_buffer_length: Optional[int] = None, **kwargs) -> Iterable:
         instances = self._create_instance_splitter(module, "training").apply(Cyclic(data).stream(), is_train=True)
-        return as_stacked_batches(
+        return RankSeededLoader(as_stacked_batches(
             instances,
             batch_size=self.batch_size,
             shuffle_buffer_length=shuffle_buffer_length,
             field_names=TRAINING_INPUT_NAMES,
             output_type=torch.tensor,
             num_batches_per_epoch=self.num_batches_per_epoch,
-        )
+        ), kwargs.get("rank"), kwargs.get("world_size"))  # distinct windows on each DDP rank
 
     def create_validation_data_loader(self, data: Dataset, module: VSMDLightningModule, **kwargs) -> Iterable:
         instances = self._create_instance_splitter(module, "validation").apply(data, is_train=True)
