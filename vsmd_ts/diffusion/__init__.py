@@ -5,7 +5,21 @@ Imports torch only, so it is quick to import and test.
 
 from .losses import DSMLoss, VariationalLoss, evaluation_loss, sample_times
 from .nets import ResidualMLP, ScoreModel, SinusoidalEmbedding
-from .samplers import SAMPLERS, SamplerOutput, euler_maruyama, get_sampler, heun, pf_drift, splitting, time_grid
+from .samplers import (
+    SAMPLERS,
+    SamplerOutput,
+    euler_maruyama,
+    exp_ab2,
+    exp_ab3,
+    exp_heun,
+    exp_multistep,
+    exp_pc3,
+    get_sampler,
+    heun,
+    pf_drift,
+    splitting,
+    time_grid,
+)
 from .sde import (
     SDE_NAMES,
     LinearSDE,
@@ -38,6 +52,11 @@ __all__ = [
     "VSMDObjective",
     "damping_transform",
     "euler_maruyama",
+    "exp_ab2",
+    "exp_ab3",
+    "exp_heun",
+    "exp_multistep",
+    "exp_pc3",
     "evaluation_loss",
     "get_sampler",
     "heun",
