@@ -27,6 +27,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from tqdm.auto import tqdm
 
+from .expint import cached_weights, exp_step
 from .linalg import apply_block, cholesky_block, expm_block, lyapunov_integral, transpose_block
 from .sde import LinearSDE
 
@@ -57,17 +58,24 @@ class SamplerOutput(NamedTuple):
         return self.state[:, 0]
 
 
-def time_grid(sde: LinearSDE, steps: int, rho: float = 1.0, device=None) -> torch.Tensor:
+def time_grid(sde: LinearSDE, steps: int, rho: float = 1.0, device=None, spacing: str = "power") -> torch.Tensor:
     """Decreasing grid ``T = t_0 > ... > t_steps = eps``.
 
-    ``t_i = eps + (T - eps) (1 - i / steps)^rho``: ``rho = 1`` is the uniform
-    grid of the paper; ``rho > 1`` puts more steps near the data.
+    ``spacing="power"``: ``t_i = eps + (T - eps) (1 - i / steps)^rho``;
+    ``rho = 1`` is the uniform grid of the paper, ``rho > 1`` puts more steps
+    near the data (``rho = 1.5`` is the recommended grid for
+    :func:`exp_pc3`, see ``benchmarks/results_samplers.md``).
+    ``spacing="log"``: uniform in ``log t`` (``rho`` is ignored).
     """
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if rho <= 0:
         raise ValueError(f"rho must be positive, got {rho}")
     u = torch.linspace(0, 1, int(steps) + 1, dtype=torch.float64, device=device)
+    if spacing == "log":
+        return (sde.T * (sde.eps / sde.T) ** u).to(torch.float32)
+    if spacing != "power":
+        raise ValueError(f"spacing must be 'power' or 'log', got {spacing!r}")
     return (sde.eps + (sde.T - sde.eps) * (1 - u) ** rho).to(torch.float32)
 
 
@@ -285,98 +293,6 @@ def exp_heun(
     return SamplerOutput(a, nfe)
 
 
-# ----------------------------------------------------------- exponential multistep
-REFERENCE_VAR = 1.0  # data variance of the reference Gaussian: the front ends standardise data
-
-
-def _reference_pf(sde: LinearSDE, t: torch.Tensor):
-    """Blocks of the PF-ODE of reference data ``x_0 ~ N(z, REFERENCE_VAR)``, ``v_0 ~ N(0, 1)``.
-
-    For such data the marginal at ``t`` is ``N(Phi e_1 z, C_t)`` and the
-    last-channel score is ``s = -e^T a + c z`` with ``e = (C_t^{-1})_{K,:}``
-    and ``c = (C_t^{-1} Phi)_{K,1}``. Any score is written in that form by
-    defining ``z = (s + e^T a) / c``, a "reference-denoised" value that is
-    constant for reference data, exactly the true mean for any data and
-    slowly varying for standardised data (DPM-Solver++'s data prediction is
-    the limit ``REFERENCE_VAR -> 0``, which is stiff for momentum SDEs).
-
-    Parameters
-    ----------
-    t
-        Times ``(n,)``, float64; ``t = 0`` is allowed (``C_0`` is regular).
-
-    Returns
-    -------
-    ``L`` ``(n, *data_shape, K, K)``: linear part ``F + q/2 e_K e^T`` of the
-    PF-ODE in integrated time; ``e`` ``(n, *data_shape, K)``; ``c``
-    ``(n, *data_shape)``.
-    """
-    K = sde.num_channels
-    S0 = torch.zeros(K, K, dtype=torch.float64, device=t.device)
-    S0[0, 0] = REFERENCE_VAR
-    S0[-1, -1] = 1.0 if K > 1 else REFERENCE_VAR  # initial velocity N(0, 1)
-    tr = sde.transition(t, sigma0=S0)
-    P = torch.linalg.inv(tr.cov)
-    L = sde.drift_matrix().to(P).expand_as(P).clone()
-    L[..., -1, :] += 0.5 * sde.noise_var * P[..., -1, :]
-    return L, P[..., -1, :], (P @ tr.mean_coef)[..., -1, 0]
-
-
-def _exp_weights(sde: LinearSDE, t: torch.Tensor, npoly: int, substeps: int = 16):
-    """Exact propagator and polynomial weights of one step of the reference-split PF-ODE.
-
-    In ``u = log(t + eps)`` the PF-ODE reads ``da/du = J (L a + g c z)`` with
-    ``J = dB/du``, ``g = -q/2 e_K``. If ``z(u) = sum_j D_j (u - u_0)^j`` on the
-    step, ``a_1 = Psi a_0 + sum_j W_j D_j``. ``Psi`` and ``W`` depend on the
-    blocks only (not on the batch) and are integrated by RK4 with
-    ``substeps`` steps in ``u``, where the linear part is not stiff.
-
-    Parameters
-    ----------
-    t
-        ``(2,)`` float64, start and end time of the step (the end may be 0).
-
-    Returns
-    -------
-    ``Psi`` ``(*data_shape, K, K)`` and ``W`` ``(*data_shape, K, npoly)``.
-    """
-    u0, u1 = torch.log(t + sde.eps)
-    uu = u0 + (u1 - u0) * torch.linspace(0, 1, 2 * substeps + 1, dtype=torch.float64, device=t.device)
-    tt = (uu.exp() - sde.eps).clamp_min(0)
-    L, _, c = _reference_pf(sde, tt)
-    K = L.shape[-1]
-    J = (sde.beta(tt) * (tt + sde.eps)).to(L).reshape((-1,) + (1,) * (L.dim() - 1))
-    forcing = torch.zeros(L.shape[:-1] + (npoly,), dtype=L.dtype, device=L.device)
-    for j in range(npoly):
-        forcing[..., -1, j] = -0.5 * sde.noise_var * c * (uu - u0).reshape((-1,) + (1,) * (c.dim() - 1)) ** j
-    JL, Jf = J * L, J * forcing
-
-    def f(k, Z):
-        return torch.cat([JL[k] @ Z[..., :K], JL[k] @ Z[..., K:] + Jf[k]], -1)
-
-    Z = torch.cat([torch.eye(K, dtype=L.dtype, device=L.device).expand_as(L[0]), torch.zeros_like(forcing[0])], -1)
-    h = (u1 - u0) / substeps
-    for m in range(substeps):
-        k1 = f(2 * m, Z)
-        k2 = f(2 * m + 1, Z + 0.5 * h * k1)
-        k3 = f(2 * m + 1, Z + 0.5 * h * k2)
-        k4 = f(2 * m + 2, Z + h * k3)
-        Z = Z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return Z[..., :K], Z[..., K:]
-
-
-def _exp_step(Psi, W, a, points, u0):
-    """``Psi a + sum_j W_j D_j`` with ``D`` the power coefficients (in ``u - u0``) of
-    the polynomial through ``points = [(u_k, z_k)]``."""
-    us = torch.stack([p[0] for p in points]) - u0
-    Vinv = torch.linalg.inv(us[:, None] ** torch.arange(len(points), dtype=us.dtype, device=us.device))
-    out = apply_block(Psi.to(a), a)
-    for j in range(len(points)):
-        D = sum(Vinv[j, k].item() * z for k, (_, z) in enumerate(points))
-        out = out + W[..., j].to(a).movedim(-1, 0).unsqueeze(0) * D.unsqueeze(1)
-    return out
-
-
 @torch.no_grad()
 def exp_multistep(
     score_fn: Callable,
@@ -392,7 +308,7 @@ def exp_multistep(
 ) -> SamplerOutput:
     """Exponential multistep predictor(-corrector) on the PF-ODE, one score call per step.
 
-    The PF-ODE is split as in :func:`_reference_pf`: its linear part, the
+    The PF-ODE is split as in :func:`vsmd_ts.diffusion.expint.reference_pf`: its linear part, the
     exact PF-ODE of standardised Gaussian data, is integrated exactly
     (including its time dependence and the momentum rotation), and the
     reference-denoised value ``z`` is interpolated by a polynomial in
@@ -407,9 +323,8 @@ def exp_multistep(
     """
     n = len(ts) - 1
     t64 = ts.detach().to("cpu", torch.float64)  # block algebra on the CPU: tiny, and float64 works everywhere
-    t_end = torch.cat([t64[:-1], t64.new_zeros(1)])
-    u = torch.log(t_end + sde.eps)
-    _, e, c = _reference_pf(sde, t64[:-1])
+    Psi, W, e, c = cached_weights(sde, t64, order + int(corrector))
+    u = torch.log(torch.cat([t64[:-1], t64.new_zeros(1)]) + sde.eps)
     hist, prev, z = [], None, None
     for i in _steps(ts, progress, "exp-multistep"):
         s = score_fn(a, _batch_time(ts[i], a), cond)
@@ -421,26 +336,23 @@ def exp_multistep(
         z = torch.where(ok, z_new, z if z is not None else torch.zeros_like(z_new))
         hist = [(u[i], z)] + hist[:order]
         if corrector and prev is not None:
-            a = _exp_step(*weights, prev, hist[: order + 1], u[i - 1])
-        weights = _exp_weights(sde, t_end[i : i + 2], order + int(corrector))
-        prev, a = a, _exp_step(*weights, a, hist[:order], u[i])
+            a = exp_step(Psi[i - 1], W[i - 1], prev, hist[: order + 1], u[i - 1])
+        prev, a = a, exp_step(Psi[i], W[i], a, hist[:order], u[i])
     return SamplerOutput(a, n)
 
 
-def exp_pc3(score_fn, sde, a, ts, cond=None, generator=None, callback=None, progress=False) -> SamplerOutput:
-    """:func:`exp_multistep` of order 3 with the corrector (the recommended sampler)."""
-    return exp_multistep(score_fn, sde, a, ts, cond, generator, callback, progress, order=3, corrector=True)
+def _multistep(name: str, order: int, corrector: bool, doc: str) -> Callable:
+    def sampler(score_fn, sde, a, ts, cond=None, generator=None, callback=None, progress=False) -> SamplerOutput:
+        return exp_multistep(score_fn, sde, a, ts, cond, generator, callback, progress, order=order, corrector=corrector)
+
+    sampler.__name__ = sampler.__qualname__ = name
+    sampler.__doc__ = f":func:`exp_multistep` of order {order}{' with' if corrector else ' without'} corrector: {doc}."
+    return sampler
 
 
-def exp_ab2(score_fn, sde, a, ts, cond=None, generator=None, callback=None, progress=False) -> SamplerOutput:
-    """:func:`exp_multistep` of order 2 without corrector (exponential Adams-Bashforth 2)."""
-    return exp_multistep(score_fn, sde, a, ts, cond, generator, callback, progress, order=2, corrector=False)
-
-
-def exp_ab3(score_fn, sde, a, ts, cond=None, generator=None, callback=None, progress=False) -> SamplerOutput:
-    """:func:`exp_multistep` of order 3 without corrector (exponential Adams-Bashforth 3)."""
-    return exp_multistep(score_fn, sde, a, ts, cond, generator, callback, progress, order=3, corrector=False)
-
+exp_pc3 = _multistep("exp_pc3", 3, True, "the recommended sampler")
+exp_ab3 = _multistep("exp_ab3", 3, False, "exponential Adams-Bashforth 3")
+exp_ab2 = _multistep("exp_ab2", 2, False, "exponential Adams-Bashforth 2, like DPM-Solver++(2M)")
 
 SAMPLERS = {"heun": heun, "exp_heun": exp_heun, "euler_maruyama": euler_maruyama, "em": euler_maruyama, "splitting": splitting,
             "exp_pc3": exp_pc3, "exp_ab2": exp_ab2, "exp_ab3": exp_ab3}
