@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from .linalg import apply_block
 from .sde import LinearSDE
 
-__all__ = ["REFERENCE_VAR", "cached_weights", "exp_step", "reference_pf"]
+__all__ = ["REFERENCE_VAR", "multistep_plan", "reference_pf"]
 
 REFERENCE_VAR = 1.0  # data variance of the reference Gaussian: the front ends standardise data
 
@@ -87,29 +86,51 @@ def _exp_weights(sde: LinearSDE, t: torch.Tensor, npoly: int, substeps: int = 16
     return Z[..., :K], Z[..., K:]
 
 
-_WEIGHTS_CACHE: dict = {}  # a forecast calls the sampler with the same grid and SDE at every step
+def _point_weights(W: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+    """Weights ``(npts, *data_shape, K)`` with which values at ``us`` (offsets from the step's
+    start) enter the step through their interpolating polynomial: ``sum_j W_j (V^{-1})_jk``."""
+    Vinv = torch.linalg.inv(us[:, None] ** torch.arange(len(us), dtype=us.dtype))
+    return torch.einsum("...j,jk->k...", W[..., : len(us)], Vinv)
 
 
-def cached_weights(sde: LinearSDE, t: torch.Tensor, npoly: int):
-    """``(Psi, W, e, c)`` for grid ``t`` (float64, CPU), cached on the grid and the SDE's blocks."""
+_PLANS: dict = {}  # a forecast calls the sampler with the same grid and SDE at every step
+
+
+def multistep_plan(sde: LinearSDE, t: torch.Tensor, order: int, corrector: bool, device, dtype):
+    """Everything :func:`~vsmd_ts.diffusion.samplers.exp_multistep` needs, per step ``i``:
+
+    ``Psi[i]`` ``(1, K, K...)`` blocks for :func:`apply_block`; ``pred[i]``: weights
+    ``(npts, 1, K, *data_shape)`` of ``z_i, z_{i-1}, ...`` in the predictor;
+    ``corr[i]``: the change of the step-``i`` update once ``z_{i+1}`` is known
+    (weights of ``z_{i+1}, z_i, ...``); ``e[i]`` ``(K, *data_shape)``;
+    ``cinv[i]`` = ``1/c`` (0 where ``|c|`` is below 1e-3 of its largest value on
+    the grid) and ``ok[i]`` whether no ``c`` was. ``t``: float64 CPU grid.
+    Cached on the grid and the SDE's blocks; converted to ``device``/``dtype``.
+    """
     F = sde.drift_matrix().detach().to("cpu", torch.float64)
     key = (t.numpy().tobytes(), sde.beta_int(t).numpy().tobytes(), F.numpy().tobytes(), tuple(F.shape),
-           sde.noise_var, sde.eps, REFERENCE_VAR, npoly)
-    if key not in _WEIGHTS_CACHE:
-        if len(_WEIGHTS_CACHE) >= 16:
-            _WEIGHTS_CACHE.pop(next(iter(_WEIGHTS_CACHE)))
-        _, e, c = reference_pf(sde, t[:-1])
-        _WEIGHTS_CACHE[key] = _exp_weights(sde, torch.cat([t[:-1], t.new_zeros(1)]), npoly) + (e, c)
-    return _WEIGHTS_CACHE[key]
+           sde.noise_var, sde.eps, REFERENCE_VAR, order, corrector, str(device), dtype)
+    if key in _PLANS:
+        return _PLANS[key]
+    u = torch.log(torch.cat([t[:-1], t.new_zeros(1)]) + sde.eps)
+    Psi, W = _exp_weights(sde, torch.cat([t[:-1], t.new_zeros(1)]), order + int(corrector))
+    _, e, c = reference_pf(sde, t[:-1])
+    n, pred, corr = len(t) - 1, [], []
+    for i in range(n):
+        pred.append(_point_weights(W[i], u[max(i - order + 1, 0) : i + 1].flip(0) - u[i]))
+        if corrector and i < n - 1:
+            full = _point_weights(W[i], u[max(i - order + 1, 0) : i + 2].flip(0) - u[i])
+            corr.append(full - torch.cat([torch.zeros_like(full[:1]), pred[-1]]))
+    ok = c.abs() > 1e-3 * c.abs().amax(0)
+    cinv = torch.where(ok, 1 / torch.where(ok, c, torch.ones_like(c)), torch.zeros_like(c))
 
+    def conv(x, lead=0):  # blocks (..., *data_shape, K) -> (..., K, *data_shape) on the sampler's device
+        return x.movedim(-1, lead).to(device, dtype)
 
-def exp_step(Psi, W, a, points, u0):
-    """``Psi a + sum_j W_j D_j`` with ``D`` the power coefficients (in ``u - u0``) of
-    the polynomial through ``points = [(u_k, z_k)]``."""
-    us = torch.stack([p[0] for p in points]) - u0
-    Vinv = torch.linalg.inv(us[:, None] ** torch.arange(len(points), dtype=us.dtype, device=us.device))
-    out = apply_block(Psi.to(a), a)
-    for j in range(len(points)):
-        D = sum(Vinv[j, k].item() * z for k, (_, z) in enumerate(points))
-        out = out + W[..., j].to(a).movedim(-1, 0).unsqueeze(0) * D.unsqueeze(1)
-    return out
+    plan = dict(Psi=Psi.unsqueeze(1).to(device, dtype), pred=[conv(w, 1).unsqueeze(1) for w in pred],
+                corr=[conv(w, 1).unsqueeze(1) for w in corr], e=conv(e, 1), cinv=cinv.to(device, dtype),
+                mask=ok.to(device), ok=ok.flatten(1).all(1).tolist())
+    if len(_PLANS) >= 16:
+        _PLANS.pop(next(iter(_PLANS)))
+    _PLANS[key] = plan
+    return plan

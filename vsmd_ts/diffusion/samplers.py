@@ -27,7 +27,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from tqdm.auto import tqdm
 
-from .expint import cached_weights, exp_step
+from .expint import multistep_plan
 from .linalg import apply_block, cholesky_block, expm_block, lyapunov_integral, transpose_block
 from .sde import LinearSDE
 
@@ -323,21 +323,18 @@ def exp_multistep(
     """
     n = len(ts) - 1
     t64 = ts.detach().to("cpu", torch.float64)  # block algebra on the CPU: tiny, and float64 works everywhere
-    Psi, W, e, c = cached_weights(sde, t64, order + int(corrector))
-    u = torch.log(torch.cat([t64[:-1], t64.new_zeros(1)]) + sde.eps)
-    hist, prev, z = [], None, None
+    plan = multistep_plan(sde, t64, order, corrector, a.device, a.dtype)
+    zs, z = [], None
     for i in _steps(ts, progress, "exp-multistep"):
         s = score_fn(a, _batch_time(ts[i], a), cond)
         if callback is not None:
             callback(i, ts[i], a, s)
-        y = s + sum(e[i][..., k].to(a) * a[:, k] for k in range(a.shape[1]))
-        ok = (c[i].abs() > 1e-3 * c.abs().amax(0)).to(a.device)
-        z_new = y / torch.where(ok, c[i].to(a), torch.ones_like(y))
-        z = torch.where(ok, z_new, z if z is not None else torch.zeros_like(z_new))
-        hist = [(u[i], z)] + hist[:order]
-        if corrector and prev is not None:
-            a = exp_step(Psi[i - 1], W[i - 1], prev, hist[: order + 1], u[i - 1])
-        prev, a = a, exp_step(Psi[i], W[i], a, hist[:order], u[i])
+        z_new = (s + sum(plan["e"][i, k] * a[:, k] for k in range(a.shape[1]))) * plan["cinv"][i]
+        z = z_new if plan["ok"][i] else torch.where(plan["mask"][i], z_new, torch.zeros_like(z_new) if z is None else z)
+        zs = [z.unsqueeze(1)] + zs[:order]
+        if corrector and i > 0:
+            a = a + sum(w * zk for w, zk in zip(plan["corr"][i - 1], zs))
+        a = apply_block(plan["Psi"][i], a) + sum(w * zk for w, zk in zip(plan["pred"][i], zs))
     return SamplerOutput(a, n)
 
 
