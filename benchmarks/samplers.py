@@ -240,7 +240,8 @@ def plot(records, figure_dir: Path):
                 pts = sorted((r["nfe"], r["cov_rel_error"]) for r in recs
                              if r["sde"] == sde and r["sampler"] == sampler and r["grid"] == grid)
                 if pts:
-                    ax.loglog(*zip(*pts), "o-" if sampler.startswith("exp_") else "s--", label=f"{sampler} ({grid})", ms=3)
+                    ax.loglog(*zip(*pts), "o-" if sampler.startswith("exp_") else "s--", label=f"{sampler} ({grid})", ms=3,
+                              color=f"C{list(shown).index(sampler)}")
             ax.axhline(0.02, color="grey", lw=0.8, ls=":")
             ax.axvline(20, color="grey", lw=0.8, ls=":")
             ax.set_title(f"{sde}, beta {next((r['beta'] for r in recs if r['sde'] == sde), '?'):g}")
