@@ -5,8 +5,22 @@ Imports torch only, so it is quick to import and test.
 
 from .losses import DSMLoss, VariationalLoss, evaluation_loss, sample_times
 from .nets import ResidualMLP, ScoreModel, SinusoidalEmbedding
-from .samplers import SAMPLERS, SamplerOutput, euler_maruyama, get_sampler, heun, pf_drift, splitting, time_grid
 from .registry import SDE_NAMES, SDE_REGISTRY, TRAJECTORY_STEPS, SDESpec, default_kwargs, is_momentum, make_sde
+from .samplers import (
+    SAMPLERS,
+    SamplerOutput,
+    euler_maruyama,
+    exp_ab2,
+    exp_ab3,
+    exp_heun,
+    exp_multistep,
+    exp_pc3,
+    get_sampler,
+    heun,
+    pf_drift,
+    splitting,
+    time_grid,
+)
 from .sde import LinearSDE, MomentumSDE, OverdampedSDE, Transition, damping_transform, inverse_damping_transform
 from .training import VSMDObjective, make_optimizer, split_A_parameters
 from .variational import AlternationSchedule, Trajectories, VariationalScoreUpdater, simulate_backward
@@ -34,6 +48,11 @@ __all__ = [
     "damping_transform",
     "default_kwargs",
     "euler_maruyama",
+    "exp_ab2",
+    "exp_ab3",
+    "exp_heun",
+    "exp_multistep",
+    "exp_pc3",
     "evaluation_loss",
     "get_sampler",
     "heun",

@@ -10,7 +10,14 @@ Every sampler has the same signature::
 the prior draw ``(N, K, *data_shape)`` at ``ts[0]``, and ``ts`` a decreasing
 grid of times ending at ``sde.eps`` (:func:`time_grid`). ``callback(i, t, a,
 score)`` is called at every grid point before the step, e.g. to record
-trajectories. ``nfe`` counts score evaluations per sample.
+trajectories. ``nfe`` counts score evaluations per sample: read it from the
+output rather than guessing it from the sampler's name.
+
+Deterministic samplers of the probability-flow ODE: ``heun`` (2 calls per
+step), ``exp_heun`` (2, stationary linear part exact) and the exponential
+multistep family ``exp_pc3`` / ``exp_ab3`` / ``exp_ab2`` (1 call per step;
+time-dependent linear part exact, see :func:`exp_multistep`). Stochastic:
+``euler_maruyama`` and ``splitting`` (1 call per step).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from tqdm.auto import tqdm
 
+from .expint import multistep_plan
 from .linalg import apply_block, cholesky_block, expm_block, lyapunov_integral, transpose_block
 from .sde import LinearSDE
 
@@ -27,7 +35,11 @@ __all__ = [
     "SAMPLERS",
     "SamplerOutput",
     "euler_maruyama",
+    "exp_ab2",
+    "exp_ab3",
     "exp_heun",
+    "exp_multistep",
+    "exp_pc3",
     "get_sampler",
     "heun",
     "pf_drift",
@@ -46,17 +58,24 @@ class SamplerOutput(NamedTuple):
         return self.state[:, 0]
 
 
-def time_grid(sde: LinearSDE, steps: int, rho: float = 1.0, device=None) -> torch.Tensor:
+def time_grid(sde: LinearSDE, steps: int, rho: float = 1.0, device=None, spacing: str = "power") -> torch.Tensor:
     """Decreasing grid ``T = t_0 > ... > t_steps = eps``.
 
-    ``t_i = eps + (T - eps) (1 - i / steps)^rho``: ``rho = 1`` is the uniform
-    grid of the paper; ``rho > 1`` puts more steps near the data.
+    ``spacing="power"``: ``t_i = eps + (T - eps) (1 - i / steps)^rho``;
+    ``rho = 1`` is the uniform grid of the paper, ``rho > 1`` puts more steps
+    near the data (``rho = 1.5`` is the recommended grid for
+    :func:`exp_pc3`, see ``benchmarks/results_samplers.md``).
+    ``spacing="log"``: uniform in ``log t`` (``rho`` is ignored).
     """
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if rho <= 0:
         raise ValueError(f"rho must be positive, got {rho}")
     u = torch.linspace(0, 1, int(steps) + 1, dtype=torch.float64, device=device)
+    if spacing == "log":
+        return (sde.T * (sde.eps / sde.T) ** u).to(torch.float32)
+    if spacing != "power":
+        raise ValueError(f"spacing must be 'power' or 'log', got {spacing!r}")
     return (sde.eps + (sde.T - sde.eps) * (1 - u) ** rho).to(torch.float32)
 
 
@@ -164,7 +183,7 @@ def _reverse_ou_step(sde: LinearSDE, a: torch.Tensor, Fr, Sinf, t_from, t_to, ge
     linear SDE with drift block ``F_r = Sigma_inf F^T Sigma_inf^{-1}`` that
     keeps ``N(0, Sigma_inf)`` invariant; its Gaussian transition is exact.
     """
-    Q = sde._noise_block(Fr.device)
+    Q = sde.noise_block(Fr.device)
     b = torch.as_tensor(sde.beta_int(torch.as_tensor(t_from, dtype=torch.float64)) - sde.beta_int(torch.as_tensor(t_to, dtype=torch.float64)))
     Phi = expm_block(Fr * b)
     L = cholesky_block(lyapunov_integral(Fr, Q, b, Sinf))
@@ -251,7 +270,7 @@ def exp_heun(
     are close to the stationary law. Two score calls per step.
     """
     F, _, Sinf_inv = _stationary_parts(sde)
-    L = F + 0.5 * sde._noise_block(F.device) @ Sinf_inv
+    L = F + 0.5 * sde.noise_block(F.device) @ Sinf_inv
 
     def residual(state, score):
         # N on the last channel: -q/2 (s - s_inf)
@@ -274,11 +293,71 @@ def exp_heun(
     return SamplerOutput(a, nfe)
 
 
-SAMPLERS = {"heun": heun, "exp_heun": exp_heun, "euler_maruyama": euler_maruyama, "em": euler_maruyama, "splitting": splitting}
+@torch.no_grad()
+def exp_multistep(
+    score_fn: Callable,
+    sde: LinearSDE,
+    a: torch.Tensor,
+    ts: torch.Tensor,
+    cond=None,
+    generator: Optional[torch.Generator] = None,
+    callback: Optional[Callable] = None,
+    progress: bool = False,
+    order: int = 3,
+    corrector: bool = True,
+) -> SamplerOutput:
+    """Exponential multistep predictor(-corrector) on the PF-ODE, one score call per step.
+
+    The PF-ODE is split as in :func:`vsmd_ts.diffusion.expint.reference_pf`: its linear part, the
+    exact PF-ODE of standardised Gaussian data, is integrated exactly
+    (including its time dependence and the momentum rotation), and the
+    reference-denoised value ``z`` is interpolated by a polynomial in
+    ``log(t + eps)`` through the last ``order`` score calls (exponential
+    Adams-Bashforth, as in DPM-Solver++(2M)/gDDIM). With ``corrector`` each
+    step is redone once the next score is known, through ``order + 1``
+    points (Adams-Moulton, as in UniPC): no extra score call. The last step
+    continues from ``eps`` to ``t = 0`` with the extrapolated ``z`` (no
+    score call at ``eps``), which removes the O(eps) bias of stopping at eps.
+    Where ``c`` is near a zero (under-damped SDEs near ``T``) ``z`` is taken
+    from the previous call instead of dividing by it.
+    """
+    n = len(ts) - 1
+    t64 = ts.detach().to("cpu", torch.float64)  # block algebra on the CPU: tiny, and float64 works everywhere
+    plan = multistep_plan(sde, t64, order, corrector, a.device, a.dtype)
+    zs, z = [], None
+    for i in _steps(ts, progress, "exp-multistep"):
+        s = score_fn(a, _batch_time(ts[i], a), cond)
+        if callback is not None:
+            callback(i, ts[i], a, s)
+        z_new = (s + sum(plan["e"][i, k] * a[:, k] for k in range(a.shape[1]))) * plan["cinv"][i]
+        z = z_new if plan["ok"][i] else torch.where(plan["mask"][i], z_new, torch.zeros_like(z_new) if z is None else z)
+        zs = [z.unsqueeze(1)] + zs[:order]
+        if corrector and i > 0:
+            a = a + sum(w * zk for w, zk in zip(plan["corr"][i - 1], zs))
+        a = apply_block(plan["Psi"][i], a) + sum(w * zk for w, zk in zip(plan["pred"][i], zs))
+    return SamplerOutput(a, n)
+
+
+def _multistep(name: str, order: int, corrector: bool, doc: str) -> Callable:
+    def sampler(score_fn, sde, a, ts, cond=None, generator=None, callback=None, progress=False) -> SamplerOutput:
+        return exp_multistep(score_fn, sde, a, ts, cond, generator, callback, progress, order=order, corrector=corrector)
+
+    sampler.__name__ = sampler.__qualname__ = name
+    sampler.__doc__ = f":func:`exp_multistep` of order {order}{' with' if corrector else ' without'} corrector: {doc}."
+    return sampler
+
+
+exp_pc3 = _multistep("exp_pc3", 3, True, "the recommended sampler")
+exp_ab3 = _multistep("exp_ab3", 3, False, "exponential Adams-Bashforth 3")
+exp_ab2 = _multistep("exp_ab2", 2, False, "exponential Adams-Bashforth 2, like DPM-Solver++(2M)")
+
+SAMPLERS = {"heun": heun, "exp_heun": exp_heun, "euler_maruyama": euler_maruyama, "em": euler_maruyama, "splitting": splitting,
+            "exp_pc3": exp_pc3, "exp_ab2": exp_ab2, "exp_ab3": exp_ab3}
 
 
 def get_sampler(name: str) -> Callable:
-    """Look a sampler up by name: ``heun``, ``exp_heun``, ``euler_maruyama`` (``em``) or ``splitting``."""
+    """Look a sampler up by name: ``heun``, ``exp_heun``, ``exp_pc3``, ``exp_ab2``, ``exp_ab3``,
+    ``euler_maruyama`` (``em``) or ``splitting``."""
     try:
         return SAMPLERS[name.lower()]
     except KeyError:

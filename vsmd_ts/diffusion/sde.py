@@ -160,11 +160,19 @@ class LinearSDE(nn.Module):
         return torch.zeros(self.data_shape)
 
     # ---------------------------------------------------------------- helpers
-    def _noise_block(self, device) -> torch.Tensor:
+    def noise_block(self, device=None) -> torch.Tensor:
+        """``Q``: the K x K diffusion block per unit ``beta``, float64.
+
+        The forward SDE's noise covariance per unit time is ``beta(t) Q``;
+        only the last channel is noised, so ``Q = q e_K e_K^T`` with
+        ``q = noise_var``. Samplers use it to integrate linear parts exactly.
+        """
         K = self.num_channels
         Q = torch.zeros(K, K, dtype=torch.float64, device=device)
         Q[-1, -1] = self.noise_var
         return Q
+
+    _noise_block = noise_block  # old private name, kept for callers not yet moved
 
     def _initial_cov(self, device) -> torch.Tensor:
         K = self.num_channels
@@ -246,7 +254,7 @@ class LinearSDE(nn.Module):
         device = self._algebra_device(t)
         B = self._time_view(self.beta_int(t.to(device, torch.float64)))
         F = self.drift_matrix().to(device)
-        Q = self._noise_block(device)
+        Q = self.noise_block(device)
         Sinf = self.stationary_cov().to(device)
         Phi = expm_block(F * B)
         cov = lyapunov_integral(F, Q, B, Sinf)

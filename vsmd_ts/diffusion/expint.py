@@ -1,0 +1,136 @@
+"""Block algebra of the exponential multistep samplers (:func:`vsmd_ts.diffusion.samplers.exp_multistep`).
+
+The PF-ODE of a :class:`~vsmd_ts.diffusion.sde.LinearSDE` is split into the
+exact PF-ODE of standardised Gaussian reference data, a linear ODE with
+time-dependent K x K blocks per coordinate, and a remainder carried by one
+"reference-denoised" value ``z`` per coordinate. This module computes, once
+per time grid, the exact propagators of the linear part and the weights with
+which a polynomial ``z(u)`` enters each step. Everything here acts on blocks,
+not on the batch, and runs in float64 on the CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .sde import LinearSDE
+
+__all__ = ["REFERENCE_VAR", "multistep_plan", "reference_pf"]
+
+REFERENCE_VAR = 1.0  # data variance of the reference Gaussian: the front ends standardise data
+
+
+def reference_pf(sde: LinearSDE, t: torch.Tensor):
+    """Blocks of the PF-ODE of reference data ``x_0 ~ N(z, REFERENCE_VAR)``, ``v_0 ~ N(0, 1)``.
+
+    Their marginal at ``t`` is ``N(Phi e_1 z, C_t)``, with last-channel score
+    ``s = -e^T a + c z``, ``e = (C_t^{-1})_{K,:}``, ``c = (C_t^{-1} Phi)_{K,1}``.
+    Any score is written so by defining ``z = (s + e^T a) / c``: constant for
+    reference data, exact in the mean for any data, slowly varying for
+    standardised data (DPM-Solver++'s data prediction is the limit
+    ``REFERENCE_VAR -> 0``, stiff at small t for momentum SDEs).
+
+    ``t``: times ``(n,)`` float64, ``t = 0`` allowed (``C_0`` is regular).
+    Returns ``L`` ``(n, *data_shape, K, K)``, the linear part
+    ``F + q/2 e_K e^T`` in integrated time, ``e`` ``(n, *data_shape, K)`` and
+    ``c`` ``(n, *data_shape)``.
+    """
+    K = sde.num_channels
+    S0 = torch.zeros(K, K, dtype=torch.float64, device=t.device)
+    S0[0, 0] = REFERENCE_VAR
+    S0[-1, -1] = 1.0 if K > 1 else REFERENCE_VAR  # initial velocity N(0, 1)
+    tr = sde.transition(t, sigma0=S0)
+    P = torch.linalg.inv(tr.cov)
+    L = sde.drift_matrix().to(P).expand_as(P).clone()
+    L[..., -1, :] += 0.5 * sde.noise_var * P[..., -1, :]
+    return L, P[..., -1, :], (P @ tr.mean_coef)[..., -1, 0]
+
+
+def _exp_weights(sde: LinearSDE, t: torch.Tensor, npoly: int, substeps: int = 16):
+    """Exact propagators and polynomial weights of the steps of the reference-split PF-ODE.
+
+    In ``u = log(t + eps)`` the PF-ODE reads ``da/du = J (L a - q/2 c z e_K)``
+    with ``J = dB/du``. If ``z(u) = sum_j D_j (u - u_i)^j`` on step ``i``,
+    ``a_{i+1} = Psi_i a_i + sum_j W_ij D_j``. ``Psi`` and ``W`` depend on the
+    blocks only (not on the batch); RK4 with ``substeps`` steps in ``u``, where
+    the linear part is not stiff, all steps at once. ``t``: ``(n + 1,)``
+    float64 grid (its end may be 0). Returns ``Psi`` ``(n, *data_shape, K, K)``
+    and ``W`` ``(n, *data_shape, K, npoly)``.
+    """
+    u = torch.log(t + sde.eps)
+    frac = torch.linspace(0, 1, 2 * substeps + 1, dtype=torch.float64, device=t.device)
+    uu = u[:-1, None] + (u[1:] - u[:-1])[:, None] * frac  # (n, 2 substeps + 1)
+    tt = (uu.exp() - sde.eps).clamp_min(0)
+    L, _, c = reference_pf(sde, tt.reshape(-1))
+    n, K, blocks = len(t) - 1, L.shape[-1], L.shape[1:-2]
+    L, c = L.reshape(uu.shape + L.shape[1:]), c.reshape(uu.shape + blocks)
+    view = uu.shape + (1,) * len(blocks)
+    du = (uu - u[:-1, None]).reshape(view)
+    forcing = torch.stack([-0.5 * sde.noise_var * c * du**j for j in range(npoly)], -1)
+    J = (sde.beta(tt) * (tt + sde.eps)).reshape(view + (1, 1))
+    JL, Jf = J * L, J[..., 0] * forcing  # Jf: forcing of the last channel
+
+    def f(k, Z):
+        dZ = JL[:, k] @ Z
+        dZ[..., -1, K:] += Jf[:, k]
+        return dZ
+
+    Z = torch.cat([torch.eye(K, dtype=L.dtype).expand(L[:, 0].shape), L.new_zeros(L[:, 0].shape[:-1] + (npoly,))], -1)
+    h = ((u[1:] - u[:-1]) / substeps).reshape((n,) + (1,) * (Z.dim() - 1))
+    for m in range(substeps):
+        k1 = f(2 * m, Z)
+        k2 = f(2 * m + 1, Z + 0.5 * h * k1)
+        k3 = f(2 * m + 1, Z + 0.5 * h * k2)
+        k4 = f(2 * m + 2, Z + h * k3)
+        Z = Z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return Z[..., :K], Z[..., K:]
+
+
+def _point_weights(W: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+    """Weights ``(npts, *data_shape, K)`` with which values at ``us`` (offsets from the step's
+    start) enter the step through their interpolating polynomial: ``sum_j W_j (V^{-1})_jk``."""
+    Vinv = torch.linalg.inv(us[:, None] ** torch.arange(len(us), dtype=us.dtype))
+    return torch.einsum("...j,jk->k...", W[..., : len(us)], Vinv)
+
+
+_PLANS: dict = {}  # a forecast calls the sampler with the same grid and SDE at every step
+
+
+def multistep_plan(sde: LinearSDE, t: torch.Tensor, order: int, corrector: bool, device, dtype):
+    """Everything :func:`~vsmd_ts.diffusion.samplers.exp_multistep` needs, per step ``i``:
+
+    ``Psi[i]`` ``(1, K, K...)`` blocks for :func:`apply_block`; ``pred[i]``: weights
+    ``(npts, 1, K, *data_shape)`` of ``z_i, z_{i-1}, ...`` in the predictor;
+    ``corr[i]``: the change of the step-``i`` update once ``z_{i+1}`` is known
+    (weights of ``z_{i+1}, z_i, ...``); ``e[i]`` ``(K, *data_shape)``;
+    ``cinv[i]`` = ``1/c`` (0 where ``|c|`` is below 1e-3 of its largest value on
+    the grid) and ``ok[i]`` whether no ``c`` was. ``t``: float64 CPU grid.
+    Cached on the grid and the SDE's blocks; converted to ``device``/``dtype``.
+    """
+    F = sde.drift_matrix().detach().to("cpu", torch.float64)
+    key = (t.numpy().tobytes(), sde.beta_int(t).numpy().tobytes(), F.numpy().tobytes(), tuple(F.shape),
+           sde.noise_var, sde.eps, REFERENCE_VAR, order, corrector, str(device), dtype)
+    if key in _PLANS:
+        return _PLANS[key]
+    u = torch.log(torch.cat([t[:-1], t.new_zeros(1)]) + sde.eps)
+    Psi, W = _exp_weights(sde, torch.cat([t[:-1], t.new_zeros(1)]), order + int(corrector))
+    _, e, c = reference_pf(sde, t[:-1])
+    n, pred, corr = len(t) - 1, [], []
+    for i in range(n):
+        pred.append(_point_weights(W[i], u[max(i - order + 1, 0) : i + 1].flip(0) - u[i]))
+        if corrector and i < n - 1:
+            full = _point_weights(W[i], u[max(i - order + 1, 0) : i + 2].flip(0) - u[i])
+            corr.append(full - torch.cat([torch.zeros_like(full[:1]), pred[-1]]))
+    ok = c.abs() > 1e-3 * c.abs().amax(0)
+    cinv = torch.where(ok, 1 / torch.where(ok, c, torch.ones_like(c)), torch.zeros_like(c))
+
+    def conv(x, lead=0):  # blocks (..., *data_shape, K) -> (..., K, *data_shape) on the sampler's device
+        return x.movedim(-1, lead).to(device, dtype)
+
+    plan = dict(Psi=Psi.unsqueeze(1).to(device, dtype), pred=[conv(w, 1).unsqueeze(1) for w in pred],
+                corr=[conv(w, 1).unsqueeze(1) for w in corr], e=conv(e, 1), cinv=cinv.to(device, dtype),
+                mask=ok.to(device), ok=ok.flatten(1).all(1).tolist())
+    if len(_PLANS) >= 16:
+        _PLANS.pop(next(iter(_PLANS)))
+    _PLANS[key] = plan
+    return plan
