@@ -29,7 +29,7 @@ from .metrics import iqr_ratio, marginal_pmf_rmse, outside_fraction, pmf_rmse, s
 
 __all__ = ["PRIORS", "ToySamples", "evaluate", "generate", "metrics_dict", "prior_cov", "prior_sample"]
 
-PRIORS = ("transition", "data", "stationary")
+PRIORS = ("transition", "data", "stationary", "fixed")
 
 
 def prior_cov(sde: LinearSDE, kind: str = "transition", data_var: Optional[Sequence[float]] = None) -> torch.Tensor:
