@@ -26,6 +26,8 @@ Usage::
 
     python benchmarks/variational.py --quick                  # < 3 min
     python benchmarks/variational.py --out runs/variational   # full grid
+    python benchmarks/variational.py --out runs/variational --table-only
+    python benchmarks/variational.py --reference-only --priors data fixed --betas 2 5 10
 """
 
 from __future__ import annotations
@@ -235,16 +237,26 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/variational", help="folder for records.jsonl and table.md")
     p.add_argument("--quick", action="store_true", help="smoke run: beta 5, priors data and fixed, small sizes")
+    p.add_argument("--table-only", action="store_true", help="only rebuild table.md from --out/records.jsonl")
+    p.add_argument("--reference-only", action="store_true", help="only print the reference minimisers of the grid")
     args = p.parse_args(argv)
     if args.quick:
         args.betas, args.priors, args.refreshes, args.trajectories, args.traj_steps = [5.0], ["data", "fixed"], 4, 512, 50
     torch.set_num_threads(1)
+    if args.reference_only:
+        print("| SDE | prior | beta | A* var-1 axis | A* var-64 axis | difference |\n|---|---|---|---|---|---|")
+        for sde in args.sdes:
+            for prior in args.priors:
+                for beta in args.betas:
+                    a1, a64 = (reference_minimiser(sde, beta, v, prior)[0] for v in (1.0, 64.0))
+                    print(f"| {sde} | {prior} | {beta:g} | {a1:+.4f} | {a64:+.4f} | {a1 - a64:+.4f} |", flush=True)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "records.jsonl"
     records = [json.loads(line) for line in path.open()] if path.exists() else []
     done = {(r["sde"], r["prior"], r["beta"]) for r in records}
-    for beta in args.betas:
+    for beta in [] if args.table_only else args.betas:
         for sde in args.sdes:
             for prior in args.priors:
                 if (sde, prior, beta) in done:

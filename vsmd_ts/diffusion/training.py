@@ -74,7 +74,9 @@ class VSMDObjective:
         A is set to the minimiser of the loss on them
         (:meth:`VariationalScoreUpdater.solve`) and the returned loss carries
         an exactly zero gradient to A, so the optimiser leaves A there
-        whatever its learning rate.
+        whatever its learning rate. Under data parallelism each process
+        solves on its own trajectories (A would differ between processes):
+        use ``"gradient"`` there.
     refresh_every
         Simulate new trajectories every this many forward steps (``None``:
         once per forward phase, as the authors). With an exact score each
