@@ -117,3 +117,23 @@ def test_package_finds_the_data_dependent_minimiser_with_the_fixed_prior():
     )
     np.testing.assert_allclose(mean, ref, atol=0.03)
     assert mean[0] - mean[1] > 0.07
+
+
+def test_options_are_validated():
+    sde = make_sde("vsuld", (2,))
+    with pytest.raises(ValueError, match="A_update"):
+        VSMDObjective(sde, torch.nn.Identity(), A_update="adam")
+    with pytest.raises(ValueError, match="refresh_every"):
+        VSMDObjective(sde, torch.nn.Identity(), refresh_every=0)
+    up = VariationalScoreUpdater(sampler="heun")
+    with pytest.raises(ValueError, match="sampler"):
+        up.refresh(lambda a, t, c=None: torch.zeros_like(a[:, -1]), sde, 4)
+    with pytest.raises(RuntimeError, match="refresh"):
+        VariationalScoreUpdater().solve(sde)
+    # no learned A: nothing to solve, and no status
+    cld = make_sde("cld", (2,))
+    up = VariationalScoreUpdater(steps=2)
+    up.refresh(lambda a, t, c=None: torch.zeros_like(a[:, -1]), cld, 4)
+    with pytest.raises(ValueError, match="learned A"):
+        up.solve(cld)
+    assert VSMDObjective(cld, torch.nn.Identity()).A_status() is None
