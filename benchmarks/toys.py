@@ -64,7 +64,7 @@ def _parser():
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--num-blocks", type=int, default=3)
-    p.add_argument("--prior", default="transition", choices=("transition", "data", "stationary"))
+    p.add_argument("--prior", default="transition", choices=("transition", "data", "stationary", "fixed"))
     p.add_argument("--num", type=int, default=10_000, help="generated points for the final metrics")
     p.add_argument("--num-true", type=int, default=100_000, help="true points of the reference histogram")
     p.add_argument("--sample-steps", type=int, default=50, help="Heun steps for the final metrics")

@@ -360,23 +360,43 @@ class LinearSDE(nn.Module):
         return -apply_block(Linv_T, eps.double()).to(eps.dtype)
 
     def prior_cov(self, kind: str = "data", data_var=1.0) -> torch.Tensor:
-        """Covariance block of the sampling prior at ``T``.
+        """Covariance block ``(*data_shape, K, K)`` (float64) of the sampling prior at ``T``.
 
         kind
             ``"data"``: the marginal at ``T`` for independent data coordinates
             of variance ``data_var`` (a float, or a tensor broadcastable to
             ``data_shape``; standardised data: 1), which accounts for the part
             of the data that survives to ``T``; ``"transition"``: the paper's
-            ``Sigma_{T|0}`` (drops that part); ``"stationary"``: ``Sigma_inf``.
+            ``Sigma_{T|0}`` (drops that part); ``"stationary"``: ``Sigma_inf``;
+            ``"fixed"``: ``N(0, I)`` for every channel whatever ``A`` is (the
+            authors' prior for the A-update trajectories; for VSDM and CLD it
+            is the stationary law at ``A = 0``, for ULD that law is
+            ``diag(R, 1)``).
+
+        Which priors let ``A`` adapt to the data: the first three depend on
+        ``A`` and follow the forward law at ``T``. When the backward
+        trajectories then follow the forward marginals (exact score), Stein's
+        identity gives ``E[x d_v log p] = 0`` and ``E[v d_v log p] = -1``, so
+        in the variational loss (:class:`~vsmd_ts.diffusion.losses.VariationalLoss`)
+        the score term cancels the divergence for every ``A`` and only the
+        control's kinetic energy ``1/2 int g^2 E|A a|^2`` is left: its
+        minimiser does not depend on the data (0 for VSDM/VSCLD, the ``A_v``
+        that offsets the damping transform's spring for VSULD). Only the
+        ``"fixed"`` prior, which does not move with ``A``, breaks the
+        cancellation by the data-dependent gap between the prior and the
+        forward law at ``T``, and so gives a data-dependent minimiser.
         """
         device = self.control_trace().device
+        blocks = torch.ones(self.data_shape + (1, 1), dtype=torch.float64, device=device)
+        if kind == "fixed":
+            return torch.eye(self.num_channels, dtype=torch.float64, device=device) * blocks
         if kind == "stationary":
-            return self.stationary_cov().to(device) * torch.ones(self.data_shape + (1, 1), dtype=torch.float64, device=device)
+            return self.stationary_cov().to(device) * blocks
         tr = self.transition(torch.tensor(self.T, device=device))
         if kind == "transition":
             return tr.cov
         if kind != "data":
-            raise ValueError(f"unknown prior kind {kind!r}; use 'data', 'transition' or 'stationary'")
+            raise ValueError(f"unknown prior kind {kind!r}; use 'data', 'transition', 'stationary' or 'fixed'")
         var = torch.as_tensor(data_var, dtype=torch.float64, device=device).expand(self.data_shape)
         if not (torch.isfinite(var).all() and (var >= 0).all()):
             raise ValueError(f"data_var must be finite and non-negative, got {data_var}")

@@ -28,7 +28,7 @@ from .metrics import iqr_ratio, marginal_pmf_rmse, outside_fraction, pmf_rmse, s
 
 __all__ = ["PRIORS", "ToySamples", "evaluate", "generate", "metrics_dict"]
 
-PRIORS = ("transition", "data", "stationary")
+PRIORS = ("transition", "data", "stationary", "fixed")
 
 
 def _check_prior(kind: str, data_var) -> None:
