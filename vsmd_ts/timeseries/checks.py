@@ -73,7 +73,7 @@ class CheckMultivariateTarget(MapTransformation):
         self.freq = freq
 
     def map_transform(self, data: Dict[str, Any], is_train: bool) -> Dict[str, Any]:
-        item = data.get(FieldName.ITEM_ID, "?")
+        item = data.get(FieldName.ITEM_ID, "(no item_id)")
         with np.errstate(over="ignore"):  # overflow to inf is reported below
             target = np.asarray(data[FieldName.TARGET], dtype=np.float32)
         self._check_shape(target, item, is_train)
@@ -144,7 +144,8 @@ def check_training_data(data: Iterable, check: CheckMultivariateTarget) -> None:
     entirely NaN (they add nothing to the loss).
     """
     num_entries, num_observed = 0, 0
-    for entry in data:
+    for position, entry in enumerate(data):
+        entry = {FieldName.ITEM_ID: f"#{position}", **entry}  # name entries without an item_id by position
         check.map_transform(entry, is_train=True)
         with np.errstate(over="ignore"):
             target = np.asarray(entry[FieldName.TARGET], dtype=np.float32)
@@ -154,7 +155,7 @@ def check_training_data(data: Iterable, check: CheckMultivariateTarget) -> None:
         empty = np.flatnonzero(observed == 0)
         if empty.size:
             warnings.warn(
-                f"entry {entry.get(FieldName.ITEM_ID, '?')}: series {empty.tolist()} are entirely NaN; "
+                f"entry {entry[FieldName.ITEM_ID]}: series {empty.tolist()} are entirely NaN; "
                 "they are masked out of the loss and their forecasts will have no level to start from",
                 UserWarning,
                 stacklevel=3,

@@ -90,6 +90,8 @@ def _quiet_fit():
     with warnings.catch_warnings():
         # training without validation data is the normal case, not a mistake
         warnings.filterwarnings("ignore", "You defined a `validation_step` but have no `val_dataloader`")
+        # Lightning 2.6 calls a torch.utils._pytree API that torch >= 2.10 deprecates; nothing to act on
+        warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*", FutureWarning)
         yield
 
 
