@@ -251,3 +251,25 @@ def test_training_prints_no_warnings_or_tips(caplog):
     assert not any("Tip:" in r.getMessage() for r in caplog.records)
     # the loader has a length, so the bar shows k/2 and the run length is known
     assert out.trainer.num_training_batches == 2
+
+
+# ---------------------------------------------------------------- run length of the A schedule
+@pytest.mark.parametrize(
+    "trainer_kwargs",
+    [dict(max_epochs=2), dict(max_epochs=2, accumulate_grad_batches=2), dict(max_epochs=3, limit_train_batches=1),
+     dict(max_epochs=5, max_steps=3)],
+)
+def test_schedule_length_is_the_number_of_steps_taken(trainer_kwargs):
+    """The A schedule's fractions refer to the optimiser steps the trainer really takes."""
+    import lightning.pytorch as pl
+
+    seen = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.append(module._total_steps())
+
+    est = tiny(num_batches_per_epoch=4, trainer_kwargs=dict(enable_progress_bar=False, callbacks=[Record()],
+                                                           **trainer_kwargs))
+    out = est.train_model(dataset(signal()))
+    assert set(seen) == {out.trainer.global_step}, (seen, out.trainer.global_step)
