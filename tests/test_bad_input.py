@@ -273,3 +273,15 @@ def test_schedule_length_is_the_number_of_steps_taken(trainer_kwargs):
                                                            **trainer_kwargs))
     out = est.train_model(dataset(signal()))
     assert set(seen) == {out.trainer.global_step}, (seen, out.trainer.global_step)
+
+
+def test_non_finite_forecasts_raise_instead_of_being_returned(predictor, monkeypatch):
+    net = predictor.prediction_net
+
+    def nan_forward(*args, num_parallel_samples=None, **kwargs):
+        samples = net.model(*args, num_parallel_samples=num_parallel_samples, **kwargs)
+        return samples.masked_fill(torch.rand_like(samples) < 0.1, float("nan"))
+
+    monkeypatch.setattr(net, "forward", nan_forward)
+    with pytest.raises(FloatingPointError, match="non-finite samples"):
+        list(predictor.predict(dataset(signal())))

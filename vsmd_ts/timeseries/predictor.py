@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
+import numpy as np
 import torch
+from gluonts.dataset.common import Dataset
+from gluonts.model.forecast import Forecast
 from gluonts.model.predictor import RepresentablePredictor
 from gluonts.torch.model.predictor import PyTorchPredictor
 from gluonts.torch.util import resolve_device
@@ -21,8 +24,11 @@ class PredictorFileError(ValueError):
 
 
 class VSMDPredictor(PyTorchPredictor):
-    """A :class:`~gluonts.torch.model.predictor.PyTorchPredictor` whose files fail with clear messages.
+    """A :class:`~gluonts.torch.model.predictor.PyTorchPredictor` that never returns NaN forecasts silently
+    and whose files fail with clear messages.
 
+    ``predict`` raises ``FloatingPointError`` (naming the entry) rather than
+    yield a forecast with non-finite samples.
     ``serialize(path)`` creates ``path`` (and its parents) when missing.
     ``deserialize(path)`` (also reached through
     ``gluonts.model.predictor.Predictor.deserialize``) raises
@@ -30,6 +36,18 @@ class VSMDPredictor(PyTorchPredictor):
     for a missing, empty, truncated or foreign file instead of a bare
     ``EOFError``, ``JSONDecodeError`` or ``UnpicklingError``.
     """
+
+    def predict(self, dataset: Dataset, num_samples: Optional[int] = None) -> Iterator[Forecast]:
+        """GluonTS's ``predict``; raises ``FloatingPointError`` instead of yielding a forecast with NaN/inf samples."""
+        for forecast in super().predict(dataset, num_samples=num_samples):
+            samples = getattr(forecast, "samples", None)
+            if samples is not None and not np.isfinite(samples).all():
+                raise FloatingPointError(
+                    f"forecast for entry {forecast.item_id!r} starting {forecast.start_date} has "
+                    f"{int((~np.isfinite(samples)).sum())} non-finite samples of {samples.size}; the input's "
+                    "magnitudes or the model's weights are out of range"
+                )
+            yield forecast
 
     def serialize(self, path: Path) -> None:
         path = Path(path)
