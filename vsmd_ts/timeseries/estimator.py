@@ -95,6 +95,22 @@ def _quiet_fit():
         yield
 
 
+def _sde_defaults(sde: str, beta: Optional[float], damping_ratio: Optional[float], **kwargs):
+    """``(beta, damping_ratio)`` with the defaults filled in; ``ValueError`` for an invalid combination.
+
+    Builds the (tiny) SDE once so that bad SDE parameters fail at construction.
+    """
+    if sde not in SDE_NAMES:
+        raise ValueError(f"unknown sde {sde!r}; choose one of {', '.join(SDE_NAMES)}")
+    if damping_ratio is None and sde in ("vsuld", "uld"):
+        damping_ratio = 0.7
+    beta = beta if beta is not None else (10.0 if sde != "vp" else 20.0)
+    if sde not in MOMENTUM_SDES:
+        kwargs = {"A_max": kwargs["A_max"]}
+    make_sde(sde, (1,), beta=beta, damping_ratio=damping_ratio, **kwargs)
+    return beta, damping_ratio
+
+
 class VSMDEstimator(PyTorchLightningEstimator):
     """Variational Schrödinger Momentum Diffusion forecaster (GluonTS estimator).
 
@@ -226,17 +242,11 @@ class VSMDEstimator(PyTorchLightningEstimator):
         defaults = {"max_epochs": 50, "gradient_clip_val": 10.0, "logger": False, "enable_model_summary": False}
         super().__init__(trainer_kwargs={**defaults, **(trainer_kwargs or {})})
         self.sde = sde.lower()
-        if self.sde not in SDE_NAMES:
-            raise ValueError(f"unknown sde {sde!r}; choose one of {', '.join(SDE_NAMES)}")
-        if damping_ratio is None and self.sde in ("vsuld", "uld"):
-            damping_ratio = 0.7
-        beta = beta if beta is not None else (10.0 if self.sde != "vp" else 20.0)
-        # cheap objects that validate the SDE, sampler and schedule now, not after data loading
-        sde_kwargs = dict(gamma=gamma, initial_velocity=initial_velocity) if self.sde in MOMENTUM_SDES else {}
-        make_sde(self.sde, (1,), beta=beta, damping_ratio=damping_ratio, A_max=A_max, **sde_kwargs)
+        beta, damping_ratio = _sde_defaults(self.sde, beta, damping_ratio, gamma=gamma, A_max=A_max,
+                                            initial_velocity=initial_velocity)
+        # cheap objects that validate the sampler and schedule now, not after data loading
         get_sampler(sampler)
         AlternationSchedule(warmup, cooldown, cycle, forward_fraction)
-
         self.freq = normalize_freq(freq)
         self.prediction_length = prediction_length
         self.target_dim = target_dim
