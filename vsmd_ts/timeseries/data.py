@@ -2,8 +2,12 @@
 
 ``load_benchmark(name, data_dir)`` reads a dataset from a local folder when it
 is there and otherwise through ``gluonts.dataset.repository.get_dataset``
-(which downloads when online). Both paths return the same grouped datasets:
-one ``(D, T)`` training series and ``num_test_dates`` rolling test windows.
+(which downloads when online). ``exchange_rate_nips`` ships inside the package
+(``_data/``, see its README for provenance and licence) and is used whenever
+no ``data_dir`` is given, so it needs neither a data folder nor internet. All
+paths return the same grouped datasets: one ``(D, T)`` training series and
+``num_test_dates`` rolling test windows. A damaged local file raises
+:class:`DatasetCorruptError` naming the file.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import gzip
 import json
 import tarfile
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -24,7 +29,9 @@ from gluonts.dataset.multivariate_grouper import MultivariateGrouper
 __all__ = [
     "BENCHMARKS",
     "BenchmarkData",
+    "DatasetCorruptError",
     "DatasetNotFoundError",
+    "EMBEDDED",
     "holdout_windows",
     "load_benchmark",
     "synthetic_like",
@@ -49,6 +56,18 @@ BENCHMARKS: Dict[str, BenchmarkSpec] = {
 
 class DatasetNotFoundError(FileNotFoundError):
     """The dataset is neither in the local folder nor downloadable."""
+
+
+class DatasetCorruptError(DatasetNotFoundError, ValueError):
+    """A local dataset file exists but cannot be read (truncated, not gzip, bad JSON...).
+
+    A subclass of :class:`DatasetNotFoundError`, so code that reports a
+    missing dataset reports this one too; the message names the file.
+    """
+
+
+# datasets shipped inside the package (provenance and licence in _data/README.md)
+EMBEDDED: Dict[str, Path] = {"exchange_rate_nips": Path(__file__).resolve().parent / "_data" / "exchange_rate_nips.tar.gz"}
 
 
 @dataclass
@@ -79,14 +98,34 @@ def _grouped(series: List[dict], freq: str, target_dim: int, num_test_dates: Opt
         return ListDataset(list(grouper(uni)), freq=freq, one_dim_target=False)
 
 
-def _read_json_lines(stream: Iterable[bytes]) -> List[dict]:
+def _read_json_lines(stream: Iterable[bytes], where: str) -> List[dict]:
     out = []
-    for line in stream:
+    for number, line in enumerate(stream, 1):
         line = line.strip()
         if line:
-            entry = json.loads(line)
-            out.append({"start": entry["start"], "target": entry["target"]})
+            try:
+                entry = json.loads(line)
+                out.append({"start": entry["start"], "target": entry["target"]})
+            except (ValueError, KeyError, TypeError) as err:
+                raise DatasetCorruptError(
+                    f"{where}, line {number}: not a GluonTS JSON entry with 'start' and 'target' "
+                    f"({type(err).__name__}: {err})"
+                ) from None
     return out
+
+
+def _read_local(path: Path, reader) -> Tuple[List[dict], List[dict]]:
+    """Run ``reader(path)``, turning low-level read errors into one that names the file."""
+    try:
+        return reader(path)
+    except DatasetCorruptError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError, UnicodeDecodeError) as err:
+        what = {_from_archive: "a gzip-compressed tar archive", _from_folder: "JSON lines"}.get(reader, "gzip CSV")
+        raise DatasetCorruptError(
+            f"{path}: cannot read it as {what}; the file is truncated or damaged "
+            f"({type(err).__name__}: {err}). Replace it with a fresh copy."
+        ) from None
 
 
 def _from_archive(path: Path) -> Tuple[List[dict], List[dict]]:
@@ -96,7 +135,7 @@ def _from_archive(path: Path) -> Tuple[List[dict], List[dict]]:
         for member in tar.getmembers():
             split = Path(member.name).parent.name
             if member.isfile() and split in parts and member.name.endswith(".json"):
-                parts[split].extend(_read_json_lines(tar.extractfile(member)))
+                parts[split].extend(_read_json_lines(tar.extractfile(member), f"{path} member {member.name}"))
     return parts["train"], parts["test"]
 
 
@@ -108,14 +147,17 @@ def _from_folder(path: Path) -> Tuple[List[dict], List[dict]]:
         for f in sorted((path / split).glob("*.json*")):
             opener = gzip.open if f.suffix == ".gz" else open
             with opener(f, "rb") as fh:
-                entries.extend(_read_json_lines(fh))
+                entries.extend(_read_json_lines(fh, str(f)))
         parts.append(entries)
     return parts[0], parts[1]
 
 
-def _from_lstnet_exchange(path: Path, spec: BenchmarkSpec) -> Tuple[List[dict], List[dict]]:
+def _from_lstnet_exchange(path: Path, spec: BenchmarkSpec = BENCHMARKS["exchange_rate_nips"]) -> Tuple[List[dict], List[dict]]:
     """Rebuild exchange_rate_nips from the raw LSTNet file (identical split, see data README)."""
-    X = np.loadtxt(gzip.open(path, "rt"), delimiter=",")
+    with gzip.open(path, "rt") as fh:
+        X = np.loadtxt(fh, delimiter=",", ndmin=2)
+    if X.shape[0] < spec.train_length + spec.prediction_length * spec.num_test_dates:
+        raise ValueError(f"only {X.shape[0]} rows")
     T, H = spec.train_length, spec.prediction_length
     start = "1990-01-01 00:00:00"
     train = [{"start": start, "target": X[:T, i].tolist()} for i in range(X.shape[1])]
@@ -133,7 +175,7 @@ def _local_candidates(name: str, data_dir: Path):
     yield data_dir / f"{name}.tar.gz", _from_archive
     yield folder, _from_folder
     if name == "exchange_rate_nips":
-        yield folder / "exchange_rate.txt.gz", None
+        yield folder / "exchange_rate.txt.gz", _from_lstnet_exchange
 
 
 def load_benchmark(name: str, data_dir: Optional[str] = None, download: bool = True) -> BenchmarkData:
@@ -147,6 +189,8 @@ def load_benchmark(name: str, data_dir: Optional[str] = None, download: bool = T
         Folder holding ``<name>/<name>.tar.gz`` (the archive GluonTS
         downloads), an extracted ``<name>/train`` + ``<name>/test`` folder, or,
         for exchange rates, ``exchange_rate_nips/exchange_rate.txt.gz``.
+        ``None``: the copy embedded in the package (``exchange_rate_nips``),
+        else the download.
     download
         Fall back to ``gluonts.dataset.repository.get_dataset`` (needs internet).
 
@@ -156,22 +200,21 @@ def load_benchmark(name: str, data_dir: Optional[str] = None, download: bool = T
         Unknown dataset name.
     DatasetNotFoundError
         Not found locally and not downloadable; the message says where to put it.
+    DatasetCorruptError
+        A local file is truncated or damaged; the message names it.
     """
     if name not in BENCHMARKS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(BENCHMARKS)}")
     spec = BENCHMARKS[name]
+    if data_dir is None and name in EMBEDDED:
+        path = EMBEDDED[name]
+        return _assemble(name, spec, *_read_local(path, _from_archive), f"{path} (embedded)")
     if data_dir is not None:
         root = Path(data_dir).expanduser()
         for path, reader in _local_candidates(name, root):
-            if path.is_file() and reader is _from_archive:
-                train, test = _from_archive(path)
-            elif path.is_dir() and (path / "train").is_dir() and (path / "test").is_dir():
-                train, test = _from_folder(path)
-            elif path.is_file() and reader is None:
-                train, test = _from_lstnet_exchange(path, spec)
-            else:
-                continue
-            return _assemble(name, spec, train, test, str(path))
+            folder_ok = reader is _from_folder and (path / "train").is_dir() and (path / "test").is_dir()
+            if folder_ok or (reader is not _from_folder and path.is_file()):
+                return _assemble(name, spec, *_read_local(path, reader), str(path))
     if download:
         try:
             from gluonts.dataset.repository import get_dataset

@@ -1,13 +1,12 @@
 """GluonTS estimator for VSMD forecasters: ``VSMDEstimator(...).train(dataset)``."""
 
-from __future__ import annotations
-
+import contextlib
 import logging
 import tempfile
-from typing import Any, Dict, Iterable, List, Optional
+import warnings
+from typing import Any, Dict, Iterable, Iterator, List, Literal, Optional
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from gluonts.core.component import validated
 from gluonts.dataset.common import Dataset
@@ -15,8 +14,8 @@ from gluonts.dataset.field_names import FieldName
 from gluonts.dataset.loader import as_stacked_batches
 from gluonts.env import env
 from gluonts.itertools import Cached, Cyclic
+from gluonts.pydantic import PositiveFloat
 from gluonts.torch.model.estimator import PyTorchLightningEstimator, TrainOutput
-from gluonts.torch.model.predictor import PyTorchPredictor
 from gluonts.transform import (
     AddAgeFeature,
     AddObservedValuesIndicator,
@@ -26,7 +25,6 @@ from gluonts.transform import (
     ExpectedNumInstanceSampler,
     InstanceSampler,
     InstanceSplitter,
-    MapTransformation,
     SelectFields,
     TestSplitSampler,
     Transformation,
@@ -34,11 +32,13 @@ from gluonts.transform import (
     VstackFeatures,
 )
 
-from vsmd_ts.diffusion import SDE_NAMES
+from vsmd_ts.diffusion import SDE_NAMES, AlternationSchedule, get_sampler, make_sde
 
+from .checks import CheckMultivariateTarget, PositiveWholeNumber, check_training_data
 from .distributed import RankSeededLoader
 from .features import default_lags, normalize_freq, time_features_for
 from .lightning_module import VSMDLightningModule
+from .predictor import VSMDPredictor
 
 __all__ = ["CheckMultivariateTarget", "VSMDEstimator", "PREDICTION_INPUT_NAMES", "TRAINING_INPUT_NAMES"]
 
@@ -46,74 +46,95 @@ logger = logging.getLogger(__name__)
 
 PREDICTION_INPUT_NAMES = ["past_target", "past_observed_values", "past_time_feat", "future_time_feat"]
 TRAINING_INPUT_NAMES = PREDICTION_INPUT_NAMES + ["future_target", "future_observed_values"]
+MOMENTUM_SDES = ("vsuld", "vscld", "cld", "uld")
 
 
-class CheckMultivariateTarget(MapTransformation):
-    """Reject entries that the model cannot use, with a message saying why.
+class _DropTips(logging.Filter):
+    """Drop Lightning's advertising tips ("💡 Tip: ... try installing litmodels") from every run's output."""
 
-    Parameters
-    ----------
-    target_dim
-        Expected number of series (rows of the target).
-    min_length
-        Minimum number of time steps (``context_length``, plus
-        ``prediction_length`` for training data).
-    min_train_extra
-        Extra steps required when ``is_train`` is true.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+
+
+class _Batches:
+    """A GluonTS batch stream with a length, so that Lightning knows the epoch size.
+
+    With it the progress bar shows ``k/num_batches_per_epoch`` instead of
+    ``k/?`` and ``trainer.estimated_stepping_batches`` accounts for
+    ``limit_train_batches`` and ``accumulate_grad_batches``.
     """
 
-    @validated()
-    def __init__(self, target_dim: int, min_length: int, min_train_extra: int = 0) -> None:
-        self.target_dim = target_dim
-        self.min_length = min_length
-        self.min_train_extra = min_train_extra
+    def __init__(self, batches: Iterable, length: int) -> None:
+        self.batches, self.length = batches, length
 
-    def map_transform(self, data: Dict[str, Any], is_train: bool) -> Dict[str, Any]:
-        target = np.asarray(data[FieldName.TARGET], dtype=np.float32)
-        item = data.get(FieldName.ITEM_ID, "?")
-        if target.ndim == 1:
-            raise ValueError(
-                f"entry {item}: got a univariate target of shape {target.shape}, but VSMDEstimator forecasts "
-                "multivariate series with targets of shape (target_dim, T). Group univariate series with "
-                "gluonts.dataset.multivariate_grouper.MultivariateGrouper, or build the dataset with "
-                "ListDataset(..., one_dim_target=False)."
-            )
-        if target.ndim != 2:
-            raise ValueError(f"entry {item}: target must have shape (target_dim, T), got {target.shape}")
-        if target.shape[0] != self.target_dim:
-            raise ValueError(
-                f"entry {item}: target has {target.shape[0]} series but the model was built with "
-                f"target_dim={self.target_dim}; train and predict on data with the same number of series"
-            )
-        need = self.min_length + (self.min_train_extra if is_train else 0)
-        if target.shape[1] < need:
-            what = "context_length + prediction_length" if is_train and self.min_train_extra else "context_length"
-            raise ValueError(
-                f"entry {item}: series of length {target.shape[1]} is shorter than {what} = {need}; "
-                "use a shorter context_length or longer series"
-            )
-        return data
+    def __iter__(self) -> Iterator:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class _EpochProgressBar(pl.callbacks.TQDMProgressBar):
+    """Lightning's bar, labelled ``Epoch 3/20`` (1-based, with the epoch count)."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+
+@contextlib.contextmanager
+def _quiet_fit():
+    with warnings.catch_warnings():
+        # training without validation data is the normal case, not a mistake
+        warnings.filterwarnings("ignore", "You defined a `validation_step` but have no `val_dataloader`")
+        # Lightning 2.6 calls a torch.utils._pytree API that torch >= 2.10 deprecates; nothing to act on
+        warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*", FutureWarning)
+        yield
+
+
+def _sde_defaults(sde: str, beta: Optional[float], damping_ratio: Optional[float], **kwargs):
+    """``(beta, damping_ratio)`` with the defaults filled in; ``ValueError`` for an invalid combination.
+
+    Builds the (tiny) SDE once so that bad SDE parameters fail at construction.
+    """
+    if sde not in SDE_NAMES:
+        raise ValueError(f"unknown sde {sde!r}; choose one of {', '.join(SDE_NAMES)}")
+    if damping_ratio is None and sde in ("vsuld", "uld"):
+        damping_ratio = 0.7
+    beta = beta if beta is not None else (10.0 if sde != "vp" else 20.0)
+    if sde not in MOMENTUM_SDES:
+        kwargs = {"A_max": kwargs["A_max"]}
+    make_sde(sde, (1,), beta=beta, damping_ratio=damping_ratio, **kwargs)
+    return beta, damping_ratio
 
 
 class VSMDEstimator(PyTorchLightningEstimator):
     """Variational Schrödinger Momentum Diffusion forecaster (GluonTS estimator).
 
     ``VSMDEstimator(freq, prediction_length, target_dim, ...).train(dataset)``
-    returns a :class:`~gluonts.torch.model.predictor.PyTorchPredictor` whose
-    forecasts are :class:`~gluonts.model.forecast.SampleForecast` objects with
-    samples of shape ``(num_samples, prediction_length, target_dim)``. Targets
-    must be multivariate, shape ``(target_dim, T)`` (``MultivariateGrouper`` or
+    returns a :class:`~vsmd_ts.timeseries.predictor.VSMDPredictor` (a GluonTS
+    ``PyTorchPredictor``) whose forecasts are
+    :class:`~gluonts.model.forecast.SampleForecast` objects with samples of
+    shape ``(num_samples, prediction_length, target_dim)``. Targets must be
+    multivariate, shape ``(target_dim, T)`` (``MultivariateGrouper`` or
     ``ListDataset(..., one_dim_target=False)``); NaNs are allowed and are
-    excluded from the loss through the observed-value mask.
+    excluded from the loss through the observed-value mask. Infinite values,
+    an empty dataset, a frequency other than the data's and (at prediction)
+    a context with no observed value raise ``ValueError`` naming the series
+    and time index.
 
     Parameters
     ----------
     freq
-        Pandas frequency string ('h', 'B', 'D', ...).
+        Pandas frequency string of the data ('h', 'B', 'D', ...).
     prediction_length
-        Forecast horizon.
+        Forecast horizon ``H`` (a positive integer).
     target_dim
-        Number of series.
+        Number of series ``D``.
     context_length
         RNN unroll and scaling window (default ``3 * prediction_length``).
     lags_seq
@@ -124,24 +145,40 @@ class VSMDEstimator(PyTorchLightningEstimator):
         Speed of the forward SDE (default 10 for momentum SDEs and VSDM, chosen on exchange-rate validation data;
         ``beta_max = 20`` for VP).
     damping_ratio
-        R for ``vsuld``/``uld`` (default 0.7); 1 for the critically damped ones.
+        R for ``vsuld``/``uld`` (default 0.7); ``vscld``/``cld`` accept only 1; ``vsdm``/``vp`` have no velocity
+        and reject any value.
+    gamma
+        Friction of the momentum SDEs (forward friction ``beta gamma (1 - 2 A_v) / 2``; see
+        :class:`~vsmd_ts.diffusion.MomentumSDE`); unused by ``vsdm``/``vp``.
+    A_max
+        Bound of the learned variational score, ``A = A_max tanh(theta)`` (keeps the forward SDE stable).
+    initial_velocity
+        ``"marginal"`` (default, v0 integrated out) or ``"sample"`` (v0 drawn, as in the authors' code).
+    prior
+        Sampling prior: ``"data"`` (default), ``"transition"`` or ``"stationary"``.
     num_layers, hidden_size, rnn_type, dropout_rate
-        History encoder.
+        History encoder (``rnn_type`` ``"lstm"`` or ``"gru"``).
     denoiser_hidden, denoiser_blocks
         Residual-MLP denoiser size.
     scaling
         ``"std"`` (default), ``"mean"`` or ``"none"``.
-    sampler, sampler_steps, time_grid_rho
-        ``"heun"`` (default), ``"euler_maruyama"`` or ``"splitting"``; steps
-        per forecast step; time-grid spacing.
+    sampler
+        ``"heun"`` (default, probability-flow ODE), ``"exp_heun"`` (exponential Heun: the PF-ODE's stationary
+        linear part integrated exactly), ``"euler_maruyama"`` (reverse SDE) or ``"splitting"``.
+    sampler_steps
+        Sampler steps per forecast step (NFE = 2 x steps for the Heun samplers).
+    time_grid_rho
+        Spacing of the sampling time grid (> 0; 1 is uniform).
     num_parallel_samples
         Paths sampled in parallel per series.
+    loss_positions
+        ``"all"`` (context and horizon steps enter the loss) or ``"future"`` (horizon only).
     lr, A_lr, weight_decay
         One AdamW with a separate learning rate for A.
     warmup, cooldown, cycle, forward_fraction
         Alternation schedule of A updates, as fractions of the run.
     trajectory_steps, num_trajectories, frozen_policy
-        Backward simulations for the A update.
+        Backward simulations for the A update (``frozen_policy`` ``"score"`` or ``"score_minus_forward"``).
     batch_size, num_batches_per_epoch
         Training windows per batch and batches per epoch.
     trainer_kwargs
@@ -162,130 +199,91 @@ class VSMDEstimator(PyTorchLightningEstimator):
     def __init__(
         self,
         freq: str,
-        prediction_length: int,
-        target_dim: int,
-        context_length: Optional[int] = None,
-        lags_seq: Optional[List[int]] = None,
+        prediction_length: PositiveWholeNumber,
+        target_dim: PositiveWholeNumber,
+        context_length: Optional[PositiveWholeNumber] = None,
+        lags_seq: Optional[List[PositiveWholeNumber]] = None,
         sde: str = "vsuld",
-        beta: Optional[float] = None,
-        damping_ratio: Optional[float] = None,
-        gamma: float = 2.0,
-        A_max: float = 0.4,
-        initial_velocity: str = "marginal",
-        prior: str = "data",
-        num_layers: int = 2,
-        hidden_size: int = 64,
-        rnn_type: str = "lstm",
+        beta: Optional[PositiveFloat] = None,
+        damping_ratio: Optional[PositiveFloat] = None,
+        gamma: PositiveFloat = 2.0,
+        A_max: PositiveFloat = 0.4,
+        initial_velocity: Literal["marginal", "sample"] = "marginal",
+        prior: Literal["data", "transition", "stationary"] = "data",
+        num_layers: PositiveWholeNumber = 2,
+        hidden_size: PositiveWholeNumber = 64,
+        rnn_type: Literal["lstm", "gru"] = "lstm",
         dropout_rate: float = 0.1,
-        denoiser_hidden: int = 128,
-        denoiser_blocks: int = 3,
-        scaling: str = "std",
+        denoiser_hidden: PositiveWholeNumber = 128,
+        denoiser_blocks: PositiveWholeNumber = 3,
+        scaling: Literal["std", "mean", "none"] = "std",
         sampler: str = "heun",
-        sampler_steps: int = 20,
-        time_grid_rho: float = 1.0,
-        num_parallel_samples: int = 100,
-        loss_positions: str = "all",
-        lr: float = 1e-3,
-        A_lr: float = 1e-3,
+        sampler_steps: PositiveWholeNumber = 20,
+        time_grid_rho: PositiveFloat = 1.0,
+        num_parallel_samples: PositiveWholeNumber = 100,
+        loss_positions: Literal["all", "future"] = "all",
+        lr: PositiveFloat = 1e-3,
+        A_lr: PositiveFloat = 1e-3,
         weight_decay: float = 1e-8,
         warmup: float = 0.2,
         cooldown: float = 0.4,
         cycle: float = 0.12,
         forward_fraction: float = 1 / 6,
-        trajectory_steps: int = 50,
-        num_trajectories: int = 256,
-        frozen_policy: str = "score",
-        batch_size: int = 32,
-        num_batches_per_epoch: int = 50,
+        trajectory_steps: PositiveWholeNumber = 50,
+        num_trajectories: PositiveWholeNumber = 256,
+        frozen_policy: Literal["score", "score_minus_forward"] = "score",
+        batch_size: PositiveWholeNumber = 32,
+        num_batches_per_epoch: PositiveWholeNumber = 50,
         trainer_kwargs: Optional[Dict[str, Any]] = None,
         train_sampler: Optional[InstanceSampler] = None,
         validation_sampler: Optional[InstanceSampler] = None,
         seed: Optional[int] = None,
         progress: bool = True,
     ) -> None:
-        default_trainer_kwargs = {
-            "max_epochs": 50,
-            "gradient_clip_val": 10.0,
-            "logger": False,
-            "enable_model_summary": False,
-        }
-        if trainer_kwargs is not None:
-            default_trainer_kwargs.update(trainer_kwargs)
-        super().__init__(trainer_kwargs=default_trainer_kwargs)
-
-        for name, value in [("prediction_length", prediction_length), ("target_dim", target_dim),
-                            ("batch_size", batch_size), ("num_batches_per_epoch", num_batches_per_epoch),
-                            ("num_parallel_samples", num_parallel_samples), ("sampler_steps", sampler_steps)]:
-            if int(value) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if sde.lower() not in SDE_NAMES:
-            raise ValueError(f"unknown sde {sde!r}; choose one of {', '.join(SDE_NAMES)}")
+        defaults = {"max_epochs": 50, "gradient_clip_val": 10.0, "logger": False, "enable_model_summary": False}
+        super().__init__(trainer_kwargs={**defaults, **(trainer_kwargs or {})})
+        self.sde = sde.lower()
+        beta, damping_ratio = _sde_defaults(self.sde, beta, damping_ratio, gamma=gamma, A_max=A_max,
+                                            initial_velocity=initial_velocity)
+        # cheap objects that validate the sampler and schedule now, not after data loading
+        get_sampler(sampler)
+        AlternationSchedule(warmup, cooldown, cycle, forward_fraction)
         self.freq = normalize_freq(freq)
-        self.prediction_length = int(prediction_length)
-        self.target_dim = int(target_dim)
-        self.context_length = int(context_length) if context_length is not None else 3 * self.prediction_length
-        if self.context_length < 1:
-            raise ValueError(f"context_length must be positive, got {context_length}")
+        self.prediction_length = prediction_length
+        self.target_dim = target_dim
+        self.context_length = context_length or 3 * prediction_length
         self.lags_seq = sorted(lags_seq) if lags_seq is not None else default_lags(self.freq)
         self.time_features = time_features_for(self.freq)
-        self.sde = sde.lower()
-        momentum = self.sde in ("vsuld", "vscld", "cld", "uld")
-        if damping_ratio is None:
-            damping_ratio = 0.7 if self.sde in ("vsuld", "uld") else None
-        self.model_kwargs = {
-            "target_dim": self.target_dim,
-            "prediction_length": self.prediction_length,
-            "context_length": self.context_length,
-            "lags_seq": self.lags_seq,
-            "num_time_features": len(self.time_features) + 1,
-            "hidden_size": hidden_size,
-            "num_layers": num_layers,
-            "rnn_type": rnn_type,
-            "dropout_rate": dropout_rate,
-            "scaling": scaling,
-            "sde": self.sde,
-            "beta": beta if beta is not None else (10.0 if self.sde != "vp" else 20.0),
-            "damping_ratio": damping_ratio if momentum else None,
-            "gamma": gamma,
-            "A_max": A_max,
-            "initial_velocity": initial_velocity,
-            "prior": prior,
-            "denoiser_hidden": denoiser_hidden,
-            "denoiser_blocks": denoiser_blocks,
-            "sampler": sampler,
-            "sampler_steps": sampler_steps,
-            "time_grid_rho": time_grid_rho,
-            "num_parallel_samples": num_parallel_samples,
-            "loss_positions": loss_positions,
-            "progress": progress,
-        }
-        self.module_kwargs = {
-            "lr": lr,
-            "A_lr": A_lr,
-            "weight_decay": weight_decay,
-            "warmup": warmup,
-            "cooldown": cooldown,
-            "cycle": cycle,
-            "forward_fraction": forward_fraction,
-            "trajectory_steps": trajectory_steps,
-            "num_trajectories": num_trajectories,
-            "frozen_policy": frozen_policy,
-        }
-        self.batch_size = int(batch_size)
-        self.num_batches_per_epoch = int(num_batches_per_epoch)
-        # build once so that bad hyper-parameters fail here, not after data loading
-        self.create_lightning_module()
+        self.model_kwargs = dict(
+            target_dim=target_dim, prediction_length=prediction_length, context_length=self.context_length,
+            lags_seq=self.lags_seq, num_time_features=len(self.time_features) + 1, hidden_size=hidden_size,
+            num_layers=num_layers, rnn_type=rnn_type, dropout_rate=dropout_rate, scaling=scaling, sde=self.sde,
+            beta=beta, damping_ratio=damping_ratio, gamma=gamma, A_max=A_max, initial_velocity=initial_velocity,
+            prior=prior, denoiser_hidden=denoiser_hidden, denoiser_blocks=denoiser_blocks, sampler=sampler,
+            sampler_steps=sampler_steps, time_grid_rho=time_grid_rho, num_parallel_samples=num_parallel_samples,
+            loss_positions=loss_positions, progress=progress,
+        )
+        self.module_kwargs = dict(
+            lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle,
+            forward_fraction=forward_fraction, trajectory_steps=trajectory_steps, num_trajectories=num_trajectories,
+            frozen_policy=frozen_policy,
+        )
+        self.batch_size = batch_size
+        self.num_batches_per_epoch = num_batches_per_epoch
         self.seed = seed
         self.train_sampler = train_sampler or ExpectedNumInstanceSampler(
-            num_instances=1.0, min_past=self.context_length, min_future=self.prediction_length
+            num_instances=1.0, min_past=self.context_length, min_future=prediction_length
         )
-        self.validation_sampler = validation_sampler or ValidationSplitSampler(min_future=self.prediction_length)
+        self.validation_sampler = validation_sampler or ValidationSplitSampler(min_future=prediction_length)
 
     # -------------------------------------------------------------- pipeline
+    def _check_transform(self) -> CheckMultivariateTarget:
+        return CheckMultivariateTarget(self.target_dim, self.context_length, self.prediction_length, self.freq)
+
     def create_transformation(self) -> Transformation:
         return Chain(
             [
-                CheckMultivariateTarget(self.target_dim, self.context_length, self.prediction_length),
+                self._check_transform(),
                 SelectFields([FieldName.ITEM_ID, FieldName.START, FieldName.TARGET], allow_missing=True),
                 AsNumpyArray(field=FieldName.TARGET, expected_ndim=2),
                 AddObservedValuesIndicator(target_field=FieldName.TARGET, output_field=FieldName.OBSERVED_VALUES),
@@ -327,14 +325,17 @@ class VSMDEstimator(PyTorchLightningEstimator):
     def create_training_data_loader(self, data: Dataset, module: VSMDLightningModule,
                                     shuffle_buffer_length: Optional[int] = None, **kwargs) -> Iterable:
         instances = self._create_instance_splitter(module, "training").apply(Cyclic(data).stream(), is_train=True)
-        return RankSeededLoader(as_stacked_batches(
+        batches = as_stacked_batches(
             instances,
             batch_size=self.batch_size,
             shuffle_buffer_length=shuffle_buffer_length,
             field_names=TRAINING_INPUT_NAMES,
             output_type=torch.tensor,
             num_batches_per_epoch=self.num_batches_per_epoch,
-        ), kwargs.get("rank"), kwargs.get("world_size"))  # distinct windows on each DDP rank
+        )
+        # distinct windows on each DDP rank; a length for Lightning's progress bar and step count
+        batches = RankSeededLoader(batches, kwargs.get("rank"), kwargs.get("world_size"))
+        return _Batches(batches, self.num_batches_per_epoch)
 
     def create_validation_data_loader(self, data: Dataset, module: VSMDLightningModule, **kwargs) -> Iterable:
         instances = self._create_instance_splitter(module, "validation").apply(data, is_train=True)
@@ -342,8 +343,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
             instances, batch_size=self.batch_size, field_names=TRAINING_INPUT_NAMES, output_type=torch.tensor
         )
 
-    def create_predictor(self, transformation: Transformation, module: VSMDLightningModule) -> PyTorchPredictor:
-        return PyTorchPredictor(
+    def create_predictor(self, transformation: Transformation, module: VSMDLightningModule) -> VSMDPredictor:
+        return VSMDPredictor(
             input_transform=transformation + self._create_instance_splitter(module, "test"),
             input_names=PREDICTION_INPUT_NAMES,
             prediction_net=module,
@@ -353,71 +354,70 @@ class VSMDEstimator(PyTorchLightningEstimator):
         )
 
     # -------------------------------------------------------------- training
-    def _check(self, data: Dataset, is_train: bool) -> None:
-        check = CheckMultivariateTarget(self.target_dim, self.context_length, self.prediction_length)
-        for entry in data:
-            check.map_transform(entry, is_train)
+    def _loader(self, data: Dataset, transformation: Transformation, module, mode: str, cache_data: bool, **kwargs):
+        with env._let(max_idle_transforms=max(len(data), 100)):
+            transformed = transformation.apply(data, is_train=True)
+            transformed = Cached(transformed) if cache_data else transformed
+            if mode == "training":
+                return self.create_training_data_loader(transformed, module, **kwargs)
+            return self.create_validation_data_loader(transformed, module)
+
+    def _trainer(self, root: str, validate: bool):
+        kwargs = {"accelerator": "auto", "default_root_dir": root, **self.trainer_kwargs}
+        callbacks = list(kwargs.pop("callbacks", []))
+        checkpoint = None
+        if validate:
+            checkpoint = pl.callbacks.ModelCheckpoint(monitor="val_loss", mode="min", save_weights_only=True)
+            callbacks.append(checkpoint)
+        else:
+            kwargs.setdefault("enable_checkpointing", False)
+        has_bar = any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks)
+        if kwargs.get("enable_progress_bar", True) and not has_bar:
+            callbacks.append(_EpochProgressBar())
+        return pl.Trainer(callbacks=callbacks, **kwargs), checkpoint
 
     def train_model(
         self,
         training_data: Dataset,
         validation_data: Optional[Dataset] = None,
-        from_predictor: Optional[PyTorchPredictor] = None,
+        from_predictor: Optional[VSMDPredictor] = None,
         shuffle_buffer_length: Optional[int] = None,
         cache_data: bool = False,
         ckpt_path: Optional[str] = None,
         **kwargs,
     ) -> TrainOutput:
-        """Fit the model and return its predictor.
+        """Check the data once, fit the model and return its predictor.
 
-        Unlike GluonTS's default this leaves no files in the working directory
-        (Lightning's folder is temporary unless ``default_root_dir`` is given),
-        keeps the final weights when there is no validation data (the
-        training loss mixes A and score phases, so "best" is not meaningful)
-        and the lowest-``val_loss`` weights otherwise.
+        Differs from GluonTS's ``train_model`` on purpose: the data are
+        checked up front (empty, infinite, all-NaN, wrong shape or
+        frequency); Lightning's folder is temporary unless
+        ``default_root_dir`` is given, so no files are left behind; without
+        validation data the final weights are kept (the training loss mixes
+        A and score phases, so a "best" ``train_loss`` is not meaningful),
+        with it the lowest-``val_loss`` weights; and an exception during
+        training propagates instead of silently returning an earlier
+        checkpoint.
         """
+        check_training_data(training_data, self._check_transform())
+        if validation_data is not None:
+            check_training_data(validation_data, self._check_transform())
         if self.seed is not None:
             pl.seed_everything(self.seed, workers=True, verbose=False)
-        self._check(training_data, is_train=True)
-        if validation_data is not None:
-            self._check(validation_data, is_train=True)
-
         transformation = self.create_transformation()
-        with env._let(max_idle_transforms=max(len(training_data), 100)):
-            transformed = transformation.apply(training_data, is_train=True)
-            if cache_data:
-                transformed = Cached(transformed)
-            module = self.create_lightning_module()
-            train_dl = self.create_training_data_loader(transformed, module, shuffle_buffer_length=shuffle_buffer_length)
-        val_dl = None
-        if validation_data is not None:
-            with env._let(max_idle_transforms=max(len(validation_data), 100)):
-                transformed_val = transformation.apply(validation_data, is_train=True)
-                if cache_data:
-                    transformed_val = Cached(transformed_val)
-                val_dl = self.create_validation_data_loader(transformed_val, module)
+        module = self.create_lightning_module()
         if from_predictor is not None:
             module.load_state_dict(from_predictor.network.state_dict())
-
-        trainer_kwargs = dict(self.trainer_kwargs)
-        callbacks = list(trainer_kwargs.pop("callbacks", []))
-        checkpoint = None
-        if val_dl is not None:
-            checkpoint = pl.callbacks.ModelCheckpoint(monitor="val_loss", mode="min", save_weights_only=True)
-            callbacks.append(checkpoint)
+        train_dl = self._loader(training_data, transformation, module, "training", cache_data,
+                                shuffle_buffer_length=shuffle_buffer_length)
+        val_dl = None
+        if validation_data is not None:
+            val_dl = self._loader(validation_data, transformation, module, "validation", cache_data)
         with tempfile.TemporaryDirectory(prefix="vsmd_ts-") as tmp:
-            trainer_kwargs.setdefault("default_root_dir", tmp)
-            if checkpoint is None:
-                trainer_kwargs.setdefault("enable_checkpointing", False)
-            trainer = pl.Trainer(**{"accelerator": "auto", "callbacks": callbacks, **trainer_kwargs})
-            trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
+            trainer, checkpoint = self._trainer(tmp, validate=val_dl is not None)
+            with _quiet_fit():
+                trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
             if checkpoint is not None and checkpoint.best_model_path:
                 logger.info("loading the weights with the lowest val_loss from %s", checkpoint.best_model_path)
                 state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
                 module.load_state_dict(state["state_dict"])
-        return TrainOutput(
-            transformation=transformation,
-            trained_net=module,
-            trainer=trainer,
-            predictor=self.create_predictor(transformation, module),
-        )
+        return TrainOutput(transformation, module, trainer, self.create_predictor(transformation, module))

@@ -85,12 +85,19 @@ class VSMDLightningModule(pl.LightningModule):
         )
 
     def _total_steps(self) -> int:
-        """Optimiser steps of the whole run (``max_steps``, else epochs x batches)."""
-        if self.trainer.max_steps and self.trainer.max_steps > 0:
-            return int(self.trainer.max_steps)
-        if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
+        """Optimiser steps of the whole run, as Lightning counts ``global_step``.
+
+        ``trainer.estimated_stepping_batches`` honours ``max_steps``,
+        ``limit_train_batches`` and ``accumulate_grad_batches`` (the
+        estimator's loader has a length); loaders without one fall back to
+        ``max_epochs x num_batches_per_epoch``.
+        """
+        if self.trainer.max_epochs is None or (self.trainer.max_epochs < 0 and self.trainer.max_steps < 0):
             raise ValueError("VSMD training needs max_epochs or max_steps: the A schedule is a fraction of the run")
-        return int(self.trainer.max_epochs) * self.num_batches_per_epoch
+        steps = self.trainer.estimated_stepping_batches
+        if steps < 0 or steps == float("inf"):  # no loader length: Lightning cannot count
+            steps = int(self.trainer.max_epochs) * self.num_batches_per_epoch
+        return int(steps)
 
     def training_step(self, batch, batch_idx: int):
         x0, cond, mask = self._training_inputs(batch)

@@ -53,11 +53,13 @@ def evaluate_forecasts(forecasts: Sequence, tss: Sequence[pd.DataFrame]) -> Dict
     ``energy_score``, ``coverage_50`` and ``coverage_90`` (means over windows
     where applicable), plus every aggregate GluonTS computes under ``gluonts/``.
     """
+    from gluonts.env import env
     from gluonts.evaluation import MultivariateEvaluator
 
     forecasts, tss = list(forecasts), list(tss)
     evaluator = MultivariateEvaluator(quantiles=QUANTILES, target_agg_funcs={"sum": agg_sum})
-    with warnings.catch_warnings():
+    # use_tqdm=False: one "Running evaluation" bar per series and aggregate (9 for exchange) is noise
+    with warnings.catch_warnings(), env._let(use_tqdm=False):
         warnings.simplefilter("ignore", FutureWarning)
         agg, _ = evaluator(iter(tss), iter(forecasts), num_series=len(forecasts))
     es: List[float] = []

@@ -1,0 +1,287 @@
+"""Bad input never gives silent garbage (issue 11): every case raises or warns, naming what is wrong."""
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import tarfile
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from gluonts.dataset.common import ListDataset
+
+from vsmd_ts import VSMDEstimator
+from vsmd_ts.timeseries.data import EMBEDDED, DatasetCorruptError, DatasetNotFoundError, load_benchmark
+
+D, H, T = 3, 4, 80
+START = pd.Period("2021-01-01 00:00", freq="h")
+
+
+def signal(T=T, D=D):
+    t = np.arange(T)
+    return np.stack([np.sin(2 * np.pi * t / 24 + i) + 2 * i for i in range(D)]).astype(np.float64)
+
+
+def dataset(*targets, freq="h", start=START):
+    return ListDataset([{"start": start, "target": t} for t in targets], freq=freq, one_dim_target=False)
+
+
+def tiny(**kw):
+    args = dict(
+        freq="h", prediction_length=H, target_dim=D, context_length=8, lags_seq=[1, 2], hidden_size=4,
+        num_layers=1, denoiser_hidden=8, denoiser_blocks=1, batch_size=4, num_batches_per_epoch=2,
+        sampler_steps=2, num_parallel_samples=3, trajectory_steps=2, num_trajectories=4, seed=0,
+        progress=False, trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False),
+    )
+    args.update(kw)
+    return VSMDEstimator(**args)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return tiny().train(dataset(signal()))
+
+
+# ---------------------------------------------------------------- prediction input
+def test_inf_in_the_prediction_context_raises_naming_series_and_time(predictor):
+    target = signal()
+    target[1, T - 3] = np.inf
+    with pytest.raises(ValueError, match=r"series 1, time index 77 \(2021-01-04 05:00\) is inf"):
+        list(predictor.predict(dataset(target)))
+    target[1, T - 3] = 1e39  # finite in float64, inf in the model's float32
+    with pytest.raises(ValueError, match="series 1, time index 77"):
+        list(predictor.predict(dataset(target)))
+
+
+def test_all_nan_context_raises_instead_of_forecasting_around_zero(predictor):
+    target = signal()
+    target[2, -8:] = np.nan
+    with pytest.raises(ValueError, match=r"series \[2\] have no observed"):
+        list(predictor.predict(dataset(target)))
+    target[2, -8:-1] = np.nan
+    target[2, -1] = 4.0  # one observed value in the context is enough
+    (forecast,) = predictor.predict(dataset(target))
+    assert np.isfinite(forecast.samples).all()
+
+
+def test_frequency_mismatch_raises(predictor):
+    daily = dataset(signal(), freq="D", start=pd.Period("2021-01-01", freq="D"))
+    with pytest.raises(ValueError, match="frequency is 'D' but the estimator was built with freq='h'"):
+        list(predictor.predict(daily))
+    with pytest.raises(ValueError, match="frequency is 'D'"):
+        tiny().train(daily)
+
+
+# ---------------------------------------------------------------- training input
+def test_empty_training_data_raises():
+    with pytest.raises(ValueError, match="dataset is empty"):
+        tiny().train(ListDataset([], freq="h", one_dim_target=False))
+
+
+def test_inf_in_training_data_fails_up_front_naming_series_and_time(monkeypatch):
+    import lightning.pytorch as pl
+
+    target = signal()
+    target[2, 40] = -np.inf
+
+    def no_trainer(*args, **kwargs):
+        raise AssertionError("the data must be checked before a Trainer is built")
+
+    monkeypatch.setattr(pl, "Trainer", no_trainer)
+    with pytest.raises(ValueError, match=r"entry #1: series 2, time index 40 \(2021-01-02 16:00\) is -inf"):
+        tiny().train(dataset(signal(), target))
+
+
+def test_all_nan_series_warn_and_all_nan_data_raise():
+    target = signal()
+    target[1] = np.nan
+    with pytest.warns(UserWarning, match=r"series \[1\] are entirely NaN"):
+        tiny().train(dataset(target))
+    with pytest.raises(ValueError, match="every value of the dataset is NaN"):
+        tiny().train(dataset(np.full((D, T), np.nan)))
+
+
+# ---------------------------------------------------------------- construction
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(prediction_length=2.7), "prediction_length"),
+        (dict(prediction_length=0), "prediction_length"),
+        (dict(context_length=-3), "context_length"),
+        (dict(prior="foo"), "prior"),
+        (dict(time_grid_rho=0.0), "time_grid_rho"),
+        (dict(time_grid_rho=-1.0), "time_grid_rho"),
+        (dict(sde="vsdm", damping_ratio=0.7), "damping_ratio"),
+        (dict(sde="vp", damping_ratio=0.5), "damping_ratio"),
+        (dict(scaling="robust"), "scaling"),
+        (dict(sampler="rk4"), "unknown sampler"),
+        (dict(warmup=0.8, cooldown=0.4), "warmup"),
+        (dict(lags_seq=[0, 1]), "lags_seq"),
+    ],
+)
+def test_bad_hyper_parameters_fail_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**kwargs)
+
+
+def test_whole_number_floats_are_accepted():
+    est = tiny(prediction_length=4.0, context_length=np.int64(8))
+    assert est.prediction_length == 4 and type(est.prediction_length) is int and est.context_length == 8
+
+
+# ---------------------------------------------------------------- files
+def test_serialize_creates_the_folder(predictor, tmp_path):
+    from gluonts.model.predictor import Predictor
+
+    path = tmp_path / "new" / "model"
+    predictor.serialize(path)
+    assert Predictor.deserialize(path) == predictor
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("prediction-net-state.pt", b"", "prediction-net-state.pt: file is empty"),
+        ("prediction-net-state.pt", b"junk" * 100, "prediction-net-state.pt: not a readable torch state dict"),
+        ("prediction-net-state.pt", "object", "prediction-net-state.pt: not a readable torch state dict"),
+        ("predictor.json", None, "predictor.json: not valid JSON"),
+        ("gluonts-config.json", b"", "gluonts-config.json: file is empty"),
+    ],
+)
+def test_damaged_predictor_files_are_named(predictor, tmp_path, name, content, message):
+    from vsmd_ts.timeseries import PredictorFileError, VSMDPredictor
+
+    predictor.serialize(tmp_path)
+    path = tmp_path / name
+    if content == "object":
+        content = _pickled_object()
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if content is None else content)
+    with pytest.raises(PredictorFileError, match=message) as err:
+        VSMDPredictor.deserialize(tmp_path)
+    assert "weights_only" not in str(err.value)
+    if name != "gluonts-config.json":  # gluonts itself reads that one first on this route
+        from gluonts.model.predictor import Predictor
+
+        with pytest.raises(PredictorFileError, match=message):
+            Predictor.deserialize(tmp_path)
+
+
+def test_weights_of_another_network_are_named(predictor, tmp_path):
+    from vsmd_ts.timeseries import PredictorFileError, VSMDPredictor
+
+    predictor.serialize(tmp_path)
+    torch.save({"w": torch.zeros(2)}, tmp_path / "prediction-net-state.pt")
+    with pytest.raises(PredictorFileError, match="weights do not fit the network"):
+        VSMDPredictor.deserialize(tmp_path)
+
+
+def _pickled_object():
+    import argparse
+
+    buffer = io.BytesIO()
+    torch.save(argparse.Namespace(weights=1), buffer)  # loading it needs weights_only=False
+    return buffer.getvalue()
+
+
+def _archive_bytes():
+    return EMBEDDED["exchange_rate_nips"].read_bytes()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated", "not gzip", "garbage", "bad json"],
+)
+def test_damaged_dataset_archive_names_the_file(tmp_path, damage):
+    folder = tmp_path / "exchange_rate_nips"
+    folder.mkdir()
+    path = folder / "exchange_rate_nips.tar.gz"
+    good = _archive_bytes()
+    if damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "not gzip":
+        path.write_bytes(gzip.decompress(good))  # a plain tar named .tar.gz
+    elif damage == "garbage":
+        path.write_bytes(b"<html>404 Not Found</html>")
+    else:
+        with tarfile.open(path, "w:gz") as tar:
+            data = b'{"start": "1990-01-01", "target": [1.0, 2.0\n'
+            info = tarfile.TarInfo("exchange_rate_nips/train/train.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DatasetCorruptError, match=str(path)) as err:
+        load_benchmark("exchange_rate_nips", str(tmp_path), download=False)
+    assert isinstance(err.value, DatasetNotFoundError)  # callers reporting a missing dataset report this too
+    if damage == "bad json":
+        assert "train/train.json, line 1" in str(err.value)
+
+
+def test_damaged_raw_exchange_file_names_the_file(tmp_path):
+    folder = tmp_path / "exchange_rate_nips"
+    folder.mkdir()
+    path = folder / "exchange_rate.txt.gz"
+    path.write_bytes(gzip.compress(b"1.0,2.0\n" * 10)[:-12])
+    with pytest.raises(DatasetCorruptError, match="exchange_rate.txt.gz"):
+        load_benchmark("exchange_rate_nips", str(tmp_path), download=False)
+
+
+def test_embedded_dataset_is_the_gluonts_archive_and_loads_offline():
+    sha = hashlib.sha256(_archive_bytes()).hexdigest()
+    assert sha == "83f3cf364ae7854b0a74ef9825c47b8314896de820de877fd466cdffd94027d1"
+    data = load_benchmark("exchange_rate_nips", download=False)  # no data_dir, no network
+    (train,) = list(data.train)
+    test = list(data.test)
+    assert train["target"].shape == (8, 6071) and [e["target"].shape[1] for e in test] == [6101, 6131, 6161, 6191, 6221]
+    # the test windows extend the training range
+    np.testing.assert_array_equal(test[-1]["target"][:, :6071], train["target"])
+    assert np.isfinite(train["target"]).all() and 0.006 < train["target"].min() < train["target"].max() < 2.2
+
+
+# ---------------------------------------------------------------- noise
+def test_training_prints_no_warnings_or_tips(caplog):
+    caplog.set_level(logging.INFO)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = tiny().train_model(dataset(signal()))
+    messages = [str(w.message) for w in caught if "lightning" in w.filename or "gluonts" in w.filename]
+    assert messages == []
+    assert not any("Tip:" in r.getMessage() for r in caplog.records)
+    # the loader has a length, so the bar shows k/2 and the run length is known
+    assert out.trainer.num_training_batches == 2
+
+
+# ---------------------------------------------------------------- run length of the A schedule
+@pytest.mark.parametrize(
+    "trainer_kwargs",
+    [dict(max_epochs=2), dict(max_epochs=2, accumulate_grad_batches=2), dict(max_epochs=3, limit_train_batches=1),
+     dict(max_epochs=5, max_steps=3)],
+)
+def test_schedule_length_is_the_number_of_steps_taken(trainer_kwargs):
+    """The A schedule's fractions refer to the optimiser steps the trainer really takes."""
+    import lightning.pytorch as pl
+
+    seen = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.append(module._total_steps())
+
+    est = tiny(num_batches_per_epoch=4, trainer_kwargs=dict(enable_progress_bar=False, callbacks=[Record()],
+                                                           **trainer_kwargs))
+    out = est.train_model(dataset(signal()))
+    assert set(seen) == {out.trainer.global_step}, (seen, out.trainer.global_step)
+
+
+def test_non_finite_forecasts_raise_instead_of_being_returned(predictor, monkeypatch):
+    net = predictor.prediction_net
+
+    def nan_forward(*args, num_parallel_samples=None, **kwargs):
+        samples = net.model(*args, num_parallel_samples=num_parallel_samples, **kwargs)
+        return samples.masked_fill(torch.rand_like(samples) < 0.1, float("nan"))
+
+    monkeypatch.setattr(net, "forward", nan_forward)
+    with pytest.raises(FloatingPointError, match="non-finite samples"):
+        list(predictor.predict(dataset(signal())))
