@@ -121,3 +121,33 @@ def test_benchmark_runner_scores_the_random_walk(tmp_path):
         assert ev["nfe_per_step"] == 0 and ev["windows"] == (5 if split == "test" else 3)
         assert 0 < ev["metrics"]["CRPS-Sum"] < 0.1
         assert "| rw | 0 | 0 |" in (out / "summary.md").read_text()
+
+
+def test_peer_arrays_are_scored_on_the_same_windows(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    from test_data_metrics import write_fake_archive
+
+    from vsmd_ts.timeseries.data import load_benchmark
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "peers"))
+    import score_arrays
+
+    write_fake_archive(tmp_path / "data", T=100)
+    data = load_benchmark("exchange_rate_nips", str(tmp_path / "data"), download=False)
+    truth = np.stack([np.asarray(e["target"])[:, -30:].T for e in data.test])  # (5, 30, 8)
+    rng = np.random.default_rng(0)
+    samples = truth[:, None] + 0.01 * rng.standard_normal((5, 40, 30, 8))
+    meta = {"model": "TimeGrad", "seed": 3, "config": {}, "trainer": {"epochs": 1}, "versions": {}, "num_parameters": 1,
+            "nfe_per_step": 100, "train_time_s": 1.0, "train_cpu_s": 1.0, "sample_time_s": 1.0, "sample_cpu_s": 1.0}
+    np.savez(tmp_path / "ok.npz", samples=samples, truth=truth, meta=json.dumps(meta))
+    record, forecasts, _ = score_arrays.score_file(tmp_path / "ok.npz", data)
+    assert record["sde"] == "timegrad" and record["seed"] == 3 and record["evaluations"][0]["nfe_per_step"] == 100
+    np.testing.assert_array_equal(forecasts[2].samples, samples[2].astype(np.float32))
+    assert 0.8 < record["evaluations"][0]["metrics"]["coverage_90"] <= 1.0  # centred on the truth
+    # arrays made on other windows (one step off) are refused
+    np.savez(tmp_path / "off.npz", samples=samples, truth=np.roll(truth, 1, axis=1), meta=json.dumps(meta))
+    with pytest.raises(ValueError, match="windows differ"):
+        score_arrays.score_file(tmp_path / "off.npz", data)
