@@ -19,6 +19,21 @@ from common import HERE  # noqa: F401  (puts benchmarks/ and the checkout on sys
 from crps_sum import summarize
 
 
+def per_seed_table(records) -> str:
+    """One row per (model, NFE, seed): the numbers behind the means, for seed-stability checks."""
+    lines = ["| model | NFE / step | seed | CRPS-Sum | CRPS-Sum exact | energy | cov 90% | cov 90% sum | train CPU s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    rows = sorted(((r["sde"], ev["nfe_per_step"], r["seed"], r, ev) for r in records for ev in r["evaluations"]),
+                  key=lambda row: row[:3])
+    for sde, nfe, seed, r, ev in rows:
+        m = ev["metrics"]
+        cpu = r.get("train_cpu_s")
+        lines.append(f"| {sde} | {nfe} | {seed} | {m['CRPS-Sum']:.4f} | {m.get('CRPS-Sum-exact', float('nan')):.4f} | "
+                     f"{m['energy_score']:.3f} | {m['coverage_90']:.2f} | {m.get('coverage_90_sum', float('nan')):.2f} | "
+                     f"{'–' if cpu is None else f'{cpu:.0f}'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="+", type=Path, help="output folders holding runs/*.json")
@@ -34,7 +49,9 @@ def main(argv=None) -> int:
     if not records:
         raise SystemExit("no test records found")
     args.out.mkdir(parents=True, exist_ok=True)
-    print(summarize(args.out, records))
+    text = summarize(args.out, records) + "\n" + per_seed_table(records)
+    (args.out / "summary.md").write_text(text)
+    print(text)
     chosen = {}
     for r in records:
         ev = r["evaluations"][0]
