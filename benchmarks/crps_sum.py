@@ -249,8 +249,8 @@ def run_baseline(args, name: str, seed: int) -> dict:
     num_samples = int(settings.get("num_samples", 50 if args.quick else 100))
     t0, c0 = time.perf_counter(), time.process_time()
     val_scores = {}
-    if "window" in settings:
-        window = int(settings["window"])
+    if "window" in settings or synthetic:  # random data: timing only, no choice to make
+        window = int(settings.get("window", WINDOW_CANDIDATES[name][1]))
     else:
         _, val = holdout_windows(data.train, data.prediction_length, args.val_windows, data.freq)
         for w in WINDOW_CANDIDATES[name]:
