@@ -128,8 +128,12 @@ class VSMDEstimator(PyTorchLightningEstimator):
         History encoder.
     denoiser_hidden, denoiser_blocks
         Residual-MLP denoiser size.
+    target
+        ``"delta"`` (default: model increments, forecast = last value + their
+        cumulative sum) or ``"level"`` (model the values themselves).
     scaling
-        ``"std"`` (default), ``"mean"`` or ``"none"``.
+        ``"std"`` (default), ``"mean"`` or ``"none"``; scales are floored relative
+        to the series' magnitude, so forecasts do not depend on the data's units.
     sampler, sampler_steps, time_grid_rho
         ``"heun"`` (default), ``"euler_maruyama"`` or ``"splitting"``; steps
         per forecast step; time-grid spacing.
@@ -178,6 +182,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         dropout_rate: float = 0.1,
         denoiser_hidden: int = 128,
         denoiser_blocks: int = 3,
+        target: str = "delta",
         scaling: str = "std",
         sampler: str = "heun",
         sampler_steps: int = 20,
@@ -241,6 +246,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
             "num_layers": num_layers,
             "rnn_type": rnn_type,
             "dropout_rate": dropout_rate,
+            "target": target,
             "scaling": scaling,
             "sde": self.sde,
             "beta": beta if beta is not None else (10.0 if self.sde != "vp" else 20.0),
