@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning.pytorch as pl
 from gluonts.core.component import validated
 from gluonts.itertools import select
@@ -85,12 +87,22 @@ class VSMDLightningModule(pl.LightningModule):
         )
 
     def _total_steps(self) -> int:
-        """Optimiser steps of the whole run (``max_steps``, else epochs x batches)."""
-        if self.trainer.max_steps and self.trainer.max_steps > 0:
-            return int(self.trainer.max_steps)
-        if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
+        """Optimiser steps of the whole run (``max_steps``, else epochs x optimiser steps per epoch).
+
+        Respects ``limit_train_batches`` and ``accumulate_grad_batches`` so the
+        A schedule's fractions stay fractions of the run actually made.
+        """
+        trainer = self.trainer
+        if trainer.max_steps and trainer.max_steps > 0:
+            return int(trainer.max_steps)
+        if trainer.max_epochs is None or trainer.max_epochs < 0:
             raise ValueError("VSMD training needs max_epochs or max_steps: the A schedule is a fraction of the run")
-        return int(self.trainer.max_epochs) * self.num_batches_per_epoch
+        batches = self.num_batches_per_epoch
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):  # GluonTS loaders are iterable: Lightning accepts only an int or 1.0 here
+            batches = min(batches, limit)
+        steps_per_epoch = math.ceil(max(batches, 1) / max(trainer.accumulate_grad_batches, 1))
+        return int(trainer.max_epochs) * steps_per_epoch
 
     def training_step(self, batch, batch_idx: int):
         x0, cond, mask = self._training_inputs(batch)
