@@ -71,12 +71,14 @@ class VSMDModel(nn.Module):
     """RNN-conditioned VSMD model for multivariate forecasting.
 
     An LSTM/GRU reads, at each time step ``tau``, the lagged scaled targets
-    ``y_{tau - l}`` (``l`` in ``lags_seq``), time features and the per-series
-    scale features; its output ``h_tau`` conditions a denoiser on the
-    velocity-augmented state ``(x, v)`` of ``y_tau`` (eq. 5 of the paper).
-    Forecasts are sampled autoregressively: for each future step a prior
-    draw is integrated back to data with the chosen sampler (Heun on the
-    probability-flow ODE by default) and fed to the RNN.
+    ``y_{tau - l}`` (``l`` in ``lags_seq``) of the modelled quantity (the
+    increments by default), time features and two unit-free scale features
+    per series; its output ``h_tau`` conditions a denoiser on the
+    velocity-augmented state ``(x, v)`` of the scaled increment (or level) at
+    ``tau`` (eq. 5 of the paper). Forecasts are sampled autoregressively: for
+    each future step a prior draw is integrated back to data with the chosen
+    sampler (the reverse SDE by symmetric splitting by default) and fed to the
+    RNN; increments are cumulated onto the last observed value.
 
     Parameters
     ----------
@@ -135,7 +137,7 @@ class VSMDModel(nn.Module):
         target: str = "delta",
         scaling: str = "std",
         sde: str = "vsuld",
-        beta: Optional[float] = 6.0,
+        beta: Optional[float] = 10.0,
         damping_ratio: Optional[float] = 0.7,
         gamma: float = 2.0,
         A_max: float = 0.4,
@@ -146,8 +148,8 @@ class VSMDModel(nn.Module):
         denoiser_blocks: int = 3,
         time_embed_dim: int = 64,
         denoiser_dropout: float = 0.0,
-        sampler: str = "heun",
-        sampler_steps: int = 20,
+        sampler: str = "splitting",
+        sampler_steps: int = 40,
         time_grid_rho: float = 1.0,
         num_parallel_samples: int = 100,
         loss_positions: str = "all",
