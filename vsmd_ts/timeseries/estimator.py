@@ -160,13 +160,20 @@ class VSMDEstimator(PyTorchLightningEstimator):
         History encoder (``rnn_type`` ``"lstm"`` or ``"gru"``).
     denoiser_hidden, denoiser_blocks
         Residual-MLP denoiser size.
+    target
+        ``"delta"`` (default: model increments, forecast = last value + their
+        cumulative sum) or ``"level"`` (model the values themselves).
     scaling
-        ``"std"`` (default), ``"mean"`` or ``"none"``.
+        ``"std"`` (default), ``"mean"`` or ``"none"``; scales are floored relative to the series' magnitude, so
+        forecasts do not depend on the data's units.
     sampler
-        ``"heun"`` (default, probability-flow ODE), ``"exp_heun"`` (exponential Heun: the PF-ODE's stationary
-        linear part integrated exactly), ``"euler_maruyama"`` (reverse SDE) or ``"splitting"``.
+        ``"splitting"`` (default: the reverse SDE by symmetric splitting, chosen on exchange validation windows
+        over the probability-flow samplers, see benchmarks/RESULTS.md), ``"heun"`` (probability-flow ODE),
+        ``"exp_heun"`` (exponential Heun: the PF-ODE's stationary linear part integrated exactly),
+        ``"exp_pc3"`` (exponential predictor-corrector, the most accurate PF-ODE sampler per NFE) or
+        ``"euler_maruyama"`` (reverse SDE).
     sampler_steps
-        Sampler steps per forecast step (NFE = 2 x steps for the Heun samplers).
+        Sampler steps per forecast step (default 40; NFE = 2 x steps for the Heun samplers, else steps).
     time_grid_rho
         Spacing of the sampling time grid (> 0; 1 is uniform).
     num_parallel_samples
@@ -183,7 +190,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         Training windows per batch and batches per epoch.
     trainer_kwargs
         Extra ``lightning.pytorch.Trainer`` arguments (``max_epochs``,
-        ``accelerator``, ``devices``, ``strategy``...). Defaults: 50 epochs,
+        ``accelerator``, ``devices``, ``strategy``...). Defaults: 20 epochs (chosen on validation),
         gradient clipping 10, no logger, checkpoints in a temporary folder.
         For DDP use ``strategy="ddp_find_unused_parameters_true"``: score and
         A steps leave different parameters without gradients.
@@ -216,9 +223,10 @@ class VSMDEstimator(PyTorchLightningEstimator):
         dropout_rate: float = 0.1,
         denoiser_hidden: PositiveWholeNumber = 128,
         denoiser_blocks: PositiveWholeNumber = 3,
+        target: Literal["delta", "level"] = "delta",
         scaling: Literal["std", "mean", "none"] = "std",
-        sampler: str = "heun",
-        sampler_steps: PositiveWholeNumber = 20,
+        sampler: str = "splitting",
+        sampler_steps: PositiveWholeNumber = 40,
         time_grid_rho: PositiveFloat = 1.0,
         num_parallel_samples: PositiveWholeNumber = 100,
         loss_positions: Literal["all", "future"] = "all",
@@ -240,7 +248,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         seed: Optional[int] = None,
         progress: bool = True,
     ) -> None:
-        defaults = {"max_epochs": 50, "gradient_clip_val": 10.0, "logger": False, "enable_model_summary": False}
+        defaults = {"max_epochs": 20, "gradient_clip_val": 10.0, "logger": False, "enable_model_summary": False}
         super().__init__(trainer_kwargs={**defaults, **(trainer_kwargs or {})})
         self.sde = sde.lower()
         beta, damping_ratio = _sde_defaults(self.sde, beta, damping_ratio, gamma=gamma, A_max=A_max,
@@ -257,7 +265,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
         self.model_kwargs = dict(
             target_dim=target_dim, prediction_length=prediction_length, context_length=self.context_length,
             lags_seq=self.lags_seq, num_time_features=len(self.time_features) + 1, hidden_size=hidden_size,
-            num_layers=num_layers, rnn_type=rnn_type, dropout_rate=dropout_rate, scaling=scaling, sde=self.sde,
+            num_layers=num_layers, rnn_type=rnn_type, dropout_rate=dropout_rate, target=target, scaling=scaling,
+            sde=self.sde,
             beta=beta, damping_ratio=damping_ratio, gamma=gamma, A_max=A_max, initial_velocity=initial_velocity,
             prior=prior, denoiser_hidden=denoiser_hidden, denoiser_blocks=denoiser_blocks, sampler=sampler,
             sampler_steps=sampler_steps, time_grid_rho=time_grid_rho, num_parallel_samples=num_parallel_samples,

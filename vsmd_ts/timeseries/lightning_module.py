@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+
 import lightning.pytorch as pl
+import torch
 from gluonts.core.component import validated
 from gluonts.itertools import select
 
@@ -112,11 +114,14 @@ class VSMDLightningModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int):
-        val_loss = self.model.loss(
-            **select(self.inputs, batch),
-            future_target=batch["future_target"],
-            future_observed_values=batch["future_observed_values"],
-        ).mean()
+        # the same diffusion times and noise at every epoch, so val_loss compares checkpoints, not draws
+        with torch.random.fork_rng(devices=[] if batch["past_target"].device.type == "cpu" else None):
+            torch.manual_seed(batch_idx)
+            val_loss = self.model.loss(
+                **select(self.inputs, batch),
+                future_target=batch["future_target"],
+                future_observed_values=batch["future_observed_values"],
+            ).mean()
         self.log("val_loss", val_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["past_target"].shape[0], sync_dist=True)
         return val_loss
 

@@ -6,13 +6,54 @@ from typing import List, Optional
 
 import torch
 from gluonts.model import Input, InputSpec
-from gluonts.torch.scaler import MeanScaler, NOPScaler, StdScaler
 from torch import nn
 from tqdm.auto import tqdm
 
 from vsmd_ts.diffusion import DSMLoss, ResidualMLP, ScoreModel, get_sampler, make_sde, time_grid
 
-__all__ = ["VSMDModel"]
+__all__ = ["VSMDModel", "TARGETS", "SCALINGS"]
+
+TARGETS = ("delta", "level")
+SCALINGS = ("std", "mean", "none")
+# relative floor of the scale (x the context's mean |y|): scale-invariant, unlike an absolute epsilon
+_REL_FLOOR = 1e-4
+
+
+def fill_forward(y: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Replace unobserved values by the last observed one along dim 1.
+
+    ``y``, ``observed``: ``(B, S, D)``. Positions before a series' first
+    observation take that first observed value (0 if it has none).
+    """
+    S = y.shape[1]
+    idx = torch.arange(S, device=y.device).view(1, S, 1).expand_as(y)
+    seen = observed > 0
+    last = torch.where(seen, idx, torch.full_like(idx, -1)).cummax(dim=1).values
+    first = torch.where(seen, idx, torch.full_like(idx, S - 1)).min(dim=1, keepdim=True).values
+    return y.gather(1, torch.where(last < 0, first.expand_as(last), last))
+
+
+def robust_scale(values: torch.Tensor, observed: torch.Tensor, magnitude: torch.Tensor, kind: str,
+                 centre: bool) -> tuple:
+    """``loc, scale`` of shape ``(B, 1, D)`` of ``values`` ``(B, S, D)`` over dim 1, in float64.
+
+    ``kind`` ``"std"``: root mean square of the observed ``values`` (about
+    their mean if ``centre``); ``"mean"``: mean absolute value; ``"none"``: 1.
+    The scale is floored at ``1e-4 x magnitude`` (``(B, 1, D)``, the series'
+    mean ``|y|``): a relative floor keeps the model invariant to the data's
+    units over the whole float range. A series with nothing observed but
+    zeros gets scale 1.
+    """
+    v, w = values.double(), observed.double()
+    n = w.sum(1, keepdim=True).clamp_min(1)
+    loc = (v * w).sum(1, keepdim=True) / n if centre else torch.zeros_like(n)
+    if kind == "none":
+        return loc.to(values.dtype), torch.ones_like(loc, dtype=values.dtype)
+    dev = (v - loc) * w
+    scale = (dev.pow(2).sum(1, keepdim=True) / n).sqrt() if kind == "std" else dev.abs().sum(1, keepdim=True) / n
+    scale = torch.maximum(scale, _REL_FLOOR * magnitude.double())
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return loc.to(values.dtype), scale.to(values.dtype)
 
 
 def _build_sde(name: str, target_dim: int, beta: Optional[float], damping_ratio: Optional[float], gamma: float,
@@ -30,12 +71,14 @@ class VSMDModel(nn.Module):
     """RNN-conditioned VSMD model for multivariate forecasting.
 
     An LSTM/GRU reads, at each time step ``tau``, the lagged scaled targets
-    ``y_{tau - l}`` (``l`` in ``lags_seq``), time features and the per-series
-    scale features; its output ``h_tau`` conditions a denoiser on the
-    velocity-augmented state ``(x, v)`` of ``y_tau`` (eq. 5 of the paper).
-    Forecasts are sampled autoregressively: for each future step a prior
-    draw is integrated back to data with the chosen sampler (Heun on the
-    probability-flow ODE by default) and fed to the RNN.
+    ``y_{tau - l}`` (``l`` in ``lags_seq``) of the modelled quantity (the
+    increments by default), time features and two unit-free scale features
+    per series; its output ``h_tau`` conditions a denoiser on the
+    velocity-augmented state ``(x, v)`` of the scaled increment (or level) at
+    ``tau`` (eq. 5 of the paper). Forecasts are sampled autoregressively: for
+    each future step a prior draw is integrated back to data with the chosen
+    sampler (the reverse SDE by symmetric splitting by default) and fed to the
+    RNN; increments are cumulated onto the last observed value.
 
     Parameters
     ----------
@@ -51,8 +94,15 @@ class VSMDModel(nn.Module):
         Number of time features per step ``F`` (including age).
     hidden_size, num_layers, rnn_type, dropout_rate
         History encoder (``"lstm"`` or ``"gru"``).
+    target
+        What the diffusion models at each step: ``"delta"`` (default), the
+        increment ``y_t - y_{t-1}`` (forecasts are the last observed value
+        plus the cumulated sampled increments), or ``"level"``, ``y_t``.
     scaling
-        ``"std"`` (mean/std over the context, default), ``"mean"`` or ``"none"``.
+        Scale over the context of the modelled quantity: ``"std"`` (root mean
+        square; levels are also centred, default), ``"mean"`` (mean absolute
+        value) or ``"none"``. Floored relative to the series' magnitude, so
+        forecasts are invariant to the data's units.
     sde
         ``"vsuld"``, ``"vscld"``, ``"cld"``, ``"uld"``, ``"vsdm"`` or ``"vp"``.
     beta, damping_ratio, gamma, A_max, A_init, initial_velocity
@@ -84,9 +134,10 @@ class VSMDModel(nn.Module):
         num_layers: int = 2,
         rnn_type: str = "lstm",
         dropout_rate: float = 0.1,
+        target: str = "delta",
         scaling: str = "std",
         sde: str = "vsuld",
-        beta: Optional[float] = 6.0,
+        beta: Optional[float] = 10.0,
         damping_ratio: Optional[float] = 0.7,
         gamma: float = 2.0,
         A_max: float = 0.4,
@@ -97,8 +148,8 @@ class VSMDModel(nn.Module):
         denoiser_blocks: int = 3,
         time_embed_dim: int = 64,
         denoiser_dropout: float = 0.0,
-        sampler: str = "heun",
-        sampler_steps: int = 20,
+        sampler: str = "splitting",
+        sampler_steps: int = 40,
         time_grid_rho: float = 1.0,
         num_parallel_samples: int = 100,
         loss_positions: str = "all",
@@ -123,13 +174,12 @@ class VSMDModel(nn.Module):
         self.time_grid_rho = time_grid_rho
         self.progress = progress
 
-        self.scaler = {
-            "std": StdScaler(dim=1, keepdim=True),
-            "mean": MeanScaler(dim=1, keepdim=True),
-            "none": NOPScaler(dim=1, keepdim=True),
-        }.get(scaling)
-        if self.scaler is None:
-            raise ValueError(f"scaling must be 'std', 'mean' or 'none', got {scaling!r}")
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+        self.scaling = scaling
+        self.target = target
 
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}.get(rnn_type.lower())
         if rnn_cls is None:
@@ -172,16 +222,33 @@ class VSMDModel(nn.Module):
         )
 
     # --------------------------------------------------------------- encoder
-    def _scale(self, past_target, past_observed_values):
-        """``loc, scale`` of shape ``(B, 1, D)`` from the context window."""
-        C = self.context_length
-        _, loc, scale = self.scaler(past_target[:, -C:], past_observed_values[:, -C:])
-        return loc, scale
+    def _modelled(self, target, observed):
+        """The modelled sequence and its mask, ``(B, S, D)`` each, and the filled levels.
 
-    @staticmethod
-    def _static_features(loc, scale):
-        """``(B, 2 D)`` magnitude features: ``log(1 + |loc|)`` and ``log(scale)``."""
-        return torch.cat([loc.abs().log1p(), scale.log()], dim=-1).squeeze(1)
+        Non-finite values count as unobserved. For ``target="delta"`` step
+        ``t`` holds ``y_t - y_{t-1}`` of the forward-filled levels, observed
+        only when both ends are.
+        """
+        observed = observed * torch.isfinite(target)
+        levels = fill_forward(torch.where(observed > 0, target, torch.zeros_like(target)), observed)
+        if self.target == "level":
+            return levels, observed, levels
+        delta = torch.zeros_like(levels)
+        delta[:, 1:] = levels[:, 1:] - levels[:, :-1]
+        mask = torch.zeros_like(observed)
+        mask[:, 1:] = observed[:, 1:] * observed[:, :-1]
+        return delta, mask, levels
+
+    def _scale(self, values, mask, levels, observed):
+        """``loc, scale`` ``(B, 1, D)`` and static features ``(B, 2)`` from the context window."""
+        C = self.context_length
+        obs = observed[:, -C:] * torch.isfinite(levels[:, -C:])
+        magnitude = (levels[:, -C:].abs() * obs).sum(1, keepdim=True) / obs.sum(1, keepdim=True).clamp_min(1)
+        loc, scale = robust_scale(values[:, -C:], mask[:, -C:], magnitude, self.scaling, centre=self.target == "level")
+        # unit-free magnitude features: relative spread and the level in units of the scale
+        level = loc if self.target == "level" else levels[:, -1:]
+        static = torch.cat([(scale / (magnitude + scale)).log(), level.sign() * (level.abs() / scale).log1p()], dim=-1)
+        return loc, scale, static.squeeze(1)
 
     def _rnn_inputs(self, seq, start, stop, time_feat, static):
         """RNN inputs for positions ``[start, stop)`` of the scaled sequence ``seq`` ``(B, S, D)``.
@@ -197,19 +264,20 @@ class VSMDModel(nn.Module):
 
     def _encode(self, past_target, past_observed_values, past_time_feat, future_target=None,
                 future_observed_values=None, future_time_feat=None):
-        """Scale, unroll the RNN (teacher-forced over the future when given)."""
-        loc, scale = self._scale(past_target, past_observed_values)
+        """Transform and scale, unroll the RNN (teacher-forced over the future when given)."""
         seq, obs, time_feat = past_target, past_observed_values, past_time_feat
         if future_target is not None:
             seq = torch.cat([past_target, future_target], dim=1)
             obs = torch.cat([past_observed_values, future_observed_values], dim=1)
             time_feat = torch.cat([past_time_feat, future_time_feat], dim=1)
-        scaled = (seq - loc) / scale * obs  # unobserved -> the context mean
-        start, stop = self._past_length - self.context_length, seq.shape[1]
-        static = self._static_features(loc, scale)
+        P = self._past_length
+        values, mask, levels = self._modelled(seq, obs)
+        loc, scale, static = self._scale(values[:, :P], mask[:, :P], levels[:, :P], obs[:, :P])
+        scaled = (values - loc) / scale * mask  # unobserved -> loc
+        start, stop = P - self.context_length, seq.shape[1]
         inputs = self._rnn_inputs(scaled, start, stop, time_feat[:, start:stop], static)
         out, state = self.rnn(inputs)
-        return scaled, obs, out, state, loc, scale, static
+        return scaled, mask, out, state, loc, scale, static, levels[:, P - 1]
 
     def training_inputs(self, past_target, past_observed_values, past_time_feat, future_time_feat,
                         future_target, future_observed_values):
@@ -218,7 +286,7 @@ class VSMDModel(nn.Module):
         ``N = B x (context_length + prediction_length)`` (``loss_positions="all"``)
         or ``B x prediction_length``.
         """
-        scaled, obs, out, _, _, _, _ = self._encode(
+        scaled, obs, out, *_ = self._encode(
             past_target, past_observed_values, past_time_feat, future_target, future_observed_values, future_time_feat
         )
         n = out.shape[1] if self.loss_positions == "all" else self.prediction_length
@@ -241,7 +309,7 @@ class VSMDModel(nn.Module):
         """Sample forecasts, shape ``(B, num_parallel_samples, prediction_length, D)``."""
         S = num_parallel_samples or self.num_parallel_samples
         P, H, D = self._past_length, self.prediction_length, self.target_dim
-        scaled, _, _, state, loc, scale, static = self._encode(past_target, past_observed_values, past_time_feat)
+        scaled, _, _, state, loc, scale, static, last = self._encode(past_target, past_observed_values, past_time_feat)
         B = past_target.shape[0]
 
         def rep(x, dim=0):
@@ -258,6 +326,8 @@ class VSMDModel(nn.Module):
             a = self.sde.prior_sample(B * S, kind=self.prior, device=past_target.device)
             seq[:, P + k] = self.sampler(score_fn, self.sde, a, ts, cond=out[:, 0]).x
         samples = seq[:, P:] * rep(scale) + rep(loc)
+        if self.target == "delta":
+            samples = rep(last)[:, None] + samples.cumsum(dim=1)
         return samples.reshape(B, S, H, D)
 
     @property

@@ -1,0 +1,96 @@
+"""The model's target transform (increments or levels) and its unit-free scaling."""
+
+import numpy as np
+import pytest
+import torch
+
+from vsmd_ts.timeseries.module import VSMDModel, fill_forward, robust_scale
+
+D, H, C, P_LAGS = 3, 5, 12, [1, 2, 4]
+
+
+def model(**kw):
+    args = dict(target_dim=D, prediction_length=H, context_length=C, lags_seq=P_LAGS, num_time_features=2,
+                hidden_size=8, num_layers=1, denoiser_hidden=16, denoiser_blocks=1, sampler_steps=2,
+                num_parallel_samples=4)
+    args.update(kw)
+    torch.manual_seed(0)
+    return VSMDModel(**args).eval()
+
+
+def inputs(m, seed=0, level=5.0):
+    g = torch.Generator().manual_seed(seed)
+    P = m._past_length
+    walk = level + torch.randn(1, P, D, generator=g, dtype=torch.float64).cumsum(1) * 0.1
+    return dict(
+        past_target=walk.float(),
+        past_observed_values=torch.ones(1, P, D),
+        past_time_feat=torch.randn(1, P, 2, generator=g),
+        future_time_feat=torch.randn(1, H, 2, generator=g),
+    )
+
+
+def sample(m, batch, seed=1):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return m(**batch).double()
+
+
+def test_fill_forward_carries_last_observation_and_back_fills_the_start():
+    y = torch.tensor([[[0.0], [2.0], [0.0], [0.0], [5.0], [0.0]]])
+    obs = torch.tensor([[[0.0], [1.0], [0.0], [0.0], [1.0], [0.0]]])
+    assert fill_forward(y, obs).flatten().tolist() == [2.0, 2.0, 2.0, 2.0, 5.0, 5.0]
+
+
+def test_robust_scale_matches_numpy_and_floors_relative_to_magnitude():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(1, 50, 2))
+    obs = np.ones_like(x)
+    obs[0, :10, 0] = 0
+    mag = torch.ones(1, 1, 2)
+    loc, scale = robust_scale(torch.tensor(x), torch.tensor(obs), mag, "std", centre=True)
+    assert np.allclose(loc[0, 0, 0], x[0, 10:, 0].mean()) and np.allclose(scale[0, 0, 0], x[0, 10:, 0].std())
+    loc, scale = robust_scale(torch.tensor(x), torch.tensor(obs), mag, "mean", centre=False)
+    assert loc.abs().max() == 0 and np.allclose(scale[0, 0, 1], np.abs(x[0, :, 1]).mean())
+    const = torch.zeros(1, 20, 2)
+    _, scale = robust_scale(const, torch.ones_like(const), torch.tensor([[[1e-9, 0.0]]]), "std", centre=True)
+    assert torch.allclose(scale, torch.tensor([[[1e-13, 1.0]]]))  # relative floor, then 1 for all-zero series
+
+
+@pytest.mark.parametrize("target", ["delta", "level"])
+@pytest.mark.parametrize("factor", [1e-12, 1e-4, 1e4, 1e12])
+def test_forecasts_are_equivariant_to_the_data_units(target, factor):
+    m = model(target=target)
+    batch = inputs(m)
+    base = sample(m, batch)
+    scaled = dict(batch, past_target=batch["past_target"] * factor)
+    out = sample(m, scaled)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out / factor, base, rtol=1e-4, atol=1e-5 * base.abs().max().item())
+
+
+def test_delta_forecasts_start_from_the_last_observed_value():
+    m = model(target="delta")
+    batch = inputs(m, level=1000.0)
+    batch["past_observed_values"][0, -3:] = 0  # the last three steps are missing
+    batch["past_target"][0, -3:] = 0
+    out = sample(m, batch)
+    last = batch["past_target"][0, -4]
+    first_step = (out[0, :, 0] - last.double()).abs().mean()  # one sampled increment, O(the walk's step)
+    assert first_step < 0.01 * last.abs().min()  # forecasts continue from the last observation, not from 0 or a mean
+
+
+def test_non_finite_context_values_are_treated_as_missing():
+    m = model()
+    batch = inputs(m)
+    batch["past_target"][0, 3, 1] = float("inf")
+    batch["past_target"][0, 7, 2] = float("nan")
+    out = sample(m, batch)
+    assert torch.isfinite(out).all() and out.shape == (1, 4, H, D)
+
+
+def test_unknown_target_or_scaling_is_rejected():
+    with pytest.raises(ValueError, match="target"):
+        model(target="log")
+    with pytest.raises(ValueError, match="scaling"):
+        model(scaling="minmax")
