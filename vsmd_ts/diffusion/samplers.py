@@ -49,7 +49,7 @@ __all__ = [
 
 
 class SamplerOutput(NamedTuple):
-    state: torch.Tensor  # (N, K, *data_shape) at ts[-1]
+    state: torch.Tensor  # (N, K, *data_shape) at ts[-1] (at t = 0 for the exp_multistep family)
     nfe: int  # score evaluations per sample
 
     @property
