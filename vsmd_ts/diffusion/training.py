@@ -109,7 +109,7 @@ class VSMDObjective:
             raise ValueError(f"refresh_every must be a positive int or None, got {refresh_every!r}")
         self.A_update = A_update
         self.refresh_every = None if refresh_every is None else int(refresh_every)
-        self.A_at_refresh: list = []  # A_v when each set of trajectories was simulated
+        self.A_at_refresh: Optional[torch.Tensor] = None  # A_v when the cached trajectories were simulated
         self._forward_count = 0
         self.sde = sde
         self.net = net
@@ -154,7 +154,7 @@ class VSMDObjective:
         sub_cond = None if cond is None else cond[rows].detach()
         was_training = self.net.training
         self.net.eval()
-        self.A_at_refresh.append(self.sde.A().detach().clone())
+        self.A_at_refresh = self.sde.A().detach().clone()
         self.updater.refresh(ScoreModel(self.sde, self.net), self.sde, n, sub_cond, generator, x0.device)
         self.net.train(was_training)
 
@@ -172,7 +172,7 @@ class VSMDObjective:
         if not self.sde.learns_A or self.updater.cache is None:
             return None
         A = self.sde.A().detach()
-        change = float((A - self.A_at_refresh[-1]).abs().max())
+        change = float((A - self.A_at_refresh).abs().max())
         gap = float((self.updater.minimiser(self.sde) - A).abs().max())
         status = {"A_v": A.clone(), "last_change": change, "gap": gap, "converged": max(change, gap) <= tol}
         if warn and not status["converged"]:
