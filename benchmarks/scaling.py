@@ -332,13 +332,16 @@ def shapes_table(rows: list) -> str:
         sub = sorted((r for r in rows if r["threads"] == threads), key=lambda r: r["target_dim"])
         if len(sub) >= 2:
             dims = [r["target_dim"] for r in sub]
+            for label, key in (("wall", "seconds"), ("CPU", "cpu_seconds")):
+                if all(key in r for r in sub):
+                    lines.append("")
+                    lines.append(
+                        f"{threads} thread(s), {label} seconds: log-log slope against D: train step "
+                        f"{fit_slope(dims, [r[key]['train_step'] for r in sub]):.2f}, sampling "
+                        f"{fit_slope(dims, [r[key]['sample_window'] for r in sub]):.2f}"
+                    )
             lines.append("")
-            lines.append(
-                f"{threads} thread(s): log-log slope against D: train step "
-                f"{fit_slope(dims, [r['seconds']['train_step'] for r in sub]):.2f}, sampling "
-                f"{fit_slope(dims, [r['seconds']['sample_window'] for r in sub]):.2f}, peak RSS "
-                f"{fit_slope(dims, [r['peak_rss_gib'] for r in sub]):.2f}"
-            )
+            lines.append(f"peak RSS slope {fit_slope(dims, [r['peak_rss_gib'] for r in sub]):.2f}")
     return "\n".join(lines)
 
 
@@ -374,10 +377,15 @@ def plot(rows: list, path: Path) -> None:
             continue
         dims = [r["target_dim"] for r in sub]
         for key, label in (("train_step", "train step"), ("sample_window", "sampling / window")):
-            vals = [r["seconds"][key] for r in sub]
-            ax.loglog(dims, vals, marker=marker, label=f"{label}, {threads} thr (slope {fit_slope(dims, vals):.2f})")
+            for kind, style in (("cpu_seconds", "-"), ("seconds", ":")):
+                if not all(kind in r for r in sub):
+                    continue
+                vals = [r[kind][key] for r in sub]
+                name = "CPU" if kind == "cpu_seconds" else "wall, contended"
+                ax.loglog(dims, vals, style, marker=marker,
+                          label=f"{label} {name}, {threads} thr (slope {fit_slope(dims, vals):.2f})")
     ax.set_xlabel("target_dim D")
-    ax.set_ylabel("seconds (median, shared busy CPU)")
+    ax.set_ylabel("seconds (median of repeats)")
     ax.set_title("VSMD cost against the number of series")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
