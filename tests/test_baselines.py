@@ -107,16 +107,18 @@ def test_benchmark_runner_scores_the_random_walk(tmp_path):
     import crps_sum
 
     write_fake_archive(tmp_path / "data", T=200)
-    for split in ("test", "validation"):
+    for split, fixed in (("test", []), ("validation", ["window=30"])):
         out = tmp_path / split
         code = crps_sum.main(["--data-dir", str(tmp_path / "data"), "--sde", "rw", "--seeds", "0", "--split", split,
-                              "--val-windows", "3", "--out", str(out), "--set", "num_samples=20"])
+                              "--val-windows", "3", "--out", str(out), "--quick", "--set", "num_samples=20", *fixed])
         assert code == 0
         (run,) = list((out / "runs").glob("*.json"))
         record = json.loads(run.read_text())
         cfg = record["config"]
-        # the window is the validation argmin among the candidates
-        assert cfg["window"] == int(min(cfg["window_val_crps_sum"], key=cfg["window_val_crps_sum"].get))
+        if fixed:
+            assert cfg["window"] == 30 and not cfg["window_val_crps_sum"]
+        else:  # the window is the validation argmin among the candidates
+            assert cfg["window"] == int(min(cfg["window_val_crps_sum"], key=cfg["window_val_crps_sum"].get))
         ev = record["evaluations"][0]
         assert ev["nfe_per_step"] == 0 and ev["windows"] == (5 if split == "test" else 3)
         assert 0 < ev["metrics"]["CRPS-Sum"] < 0.1
