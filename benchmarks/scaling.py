@@ -351,7 +351,7 @@ def transition_table(rows: list) -> str:
     for r in rows:
         s, x = r["seconds"], r["speedup_vs_matrix_exp"]
         lines.append(
-            f"| {r['N']} x {r['D']} | {r['initial_velocity']} | {s['fused_entries']:.3f} | {s['fused_blocks']:.3f} | "
+            f"| {r['N']} x {r['D']}, {r.get('threads', '?')} thr | {r['initial_velocity']} | {s['fused_entries']:.3f} | {s['fused_blocks']:.3f} | "
             f"{s['generic_blocks']:.3f} | {s['matrix_exp_f32']:.3f} | "
             f"{x['fused_entries']:.1f}x / {x['fused_blocks']:.1f}x / {x['generic_blocks']:.1f}x |"
         )
