@@ -96,6 +96,7 @@ def test_baselines_work_with_make_evaluation_predictions():
         assert f.start_date == ts.index[-10]
 
 
+@pytest.mark.timeout(900)  # two subprocess runs: ~30 s alone, minutes on a loaded shared machine
 def test_benchmark_runner_scores_the_random_walk(tmp_path):
     import json
     import sys
