@@ -3,14 +3,18 @@
     python benchmarks/crps_sum.py --dataset exchange_rate_nips --sde vsuld vscld cld vsdm vp \\
         --seeds 0 1 2 --out runs/exchange
     python benchmarks/crps_sum.py --quick --out runs/quick            # exchange, a few minutes
-    python benchmarks/crps_sum.py --split validation ...              # model selection, never on test
+    python benchmarks/crps_sum.py --split validation --val-windows 25 ...   # model selection, never on test
+    python benchmarks/crps_sum.py --sde rw --seeds 0 1 2 3 4 --out runs/rw  # naive random walk, no training
     python benchmarks/crps_sum.py --synthetic-like electricity_nips --out runs/elec-speed
 
 Protocol (TimeGrad / GluonTS ``*_nips``): ``MultivariateGrouper`` on train and test (5 rolling
 windows for exchange, 7 for the others), 100 sample paths, ``MultivariateEvaluator`` over the
 quantiles 0.05 ... 0.95 with a sum aggregate. Reported: CRPS (``mean_wQuantileLoss``), CRPS-Sum
 (``m_sum_mean_wQuantileLoss``), ND-Sum, NRMSE-Sum, energy score, 50%/90% interval coverage,
-training and sampling wall time, NFE per forecast step and peak memory (RSS).
+training and sampling wall and CPU time, NFE per forecast step and peak memory (RSS); also the
+summed series' coverage, a PIT histogram and the exact sample CRPS-Sum (see ``metrics.py``).
+The naive baselines ``rw`` and ``snaive`` run through the same windows and scorer; their
+covariance window is chosen on the ``--val-windows`` validation windows of the training range.
 
 Each (sde, seed) runs in its own process (clean peak-memory numbers, ``--jobs`` in parallel)
 and writes ``<out>/runs/<name>.json``; the parent writes ``<out>/summary.md`` (mean ± std over
@@ -37,17 +41,24 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.append(str(HERE.parent))  # a checkout without `pip install -e .` still finds vsmd_ts (installed wins)
 from configs import config_for  # noqa: E402
 
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
 SDES = ["vsuld", "vscld", "cld", "vsdm", "vp"]
+# naive forecasters (vsmd_ts.timeseries.baselines), run as "models" next to the SDEs: no training, their one
+# hyper-parameter (the covariance window) chosen on the validation windows of the training range
+BASELINES = ["rw", "snaive"]
+WINDOW_CANDIDATES = {"rw": [20, 50, 100, 200, 500], "snaive": [168, 336, 672, 1344]}
 DATASETS = ["exchange_rate_nips", "electricity_nips", "solar_nips"]
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="exchange_rate_nips", choices=DATASETS)
-    p.add_argument("--sde", nargs="+", default=SDES, choices=SDES)
+    p.add_argument("--sde", nargs="+", default=SDES, choices=SDES + BASELINES,
+                   help="models to run: SDEs and/or the naive baselines 'rw' (Gaussian random walk) and "
+                        "'snaive' (seasonal naive, season 24)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA) if DEFAULT_DATA.exists() else None,
@@ -56,6 +67,9 @@ def parse_args(argv=None):
     p.add_argument("--no-download", action="store_true", help="never fall back to GluonTS's download")
     p.add_argument("--split", choices=["test", "validation"], default="test",
                    help="'validation': train on the training range minus its last windows and evaluate on those")
+    p.add_argument("--val-windows", type=int, default=25,
+                   help="number of validation windows: non-overlapping windows of prediction_length ending at the end "
+                        "of the training range (used by --split validation and by the baselines' window choice)")
     p.add_argument("--eval-steps", nargs="+", type=int, default=None,
                    help="sampler step counts to evaluate each trained model with (default: the config's)")
     p.add_argument("--quick", action="store_true", help="short smoke run (results marked quick)")
@@ -96,28 +110,54 @@ def machine() -> dict:
     }
 
 
+def load_split(args, seed: int):
+    """``(data, train, test)`` for ``args.split``: validation = ``--val-windows`` windows carved from the training range."""
+    from vsmd_ts.timeseries.data import holdout_windows, load_benchmark, synthetic_like
+
+    synthetic = args.synthetic_like is not None
+    dataset = args.synthetic_like or args.dataset
+    data = synthetic_like(dataset, seed=seed) if synthetic else load_benchmark(dataset, args.data_dir, not args.no_download)
+    train, test = data.train, data.test
+    if args.split == "validation" and not synthetic:
+        train, test = holdout_windows(data.train, data.prediction_length, args.val_windows, data.freq)
+    if synthetic:
+        test = [list(test)[-1]]  # one window is enough to time sampling
+    return data, train, test
+
+
+def base_record(args, sde: str, seed: int, dataset: str, synthetic: bool) -> dict:
+    return {
+        "name": run_name(args, sde, seed),
+        "dataset": dataset,
+        "split": "synthetic" if synthetic else args.split,
+        "val_windows": args.val_windows if args.split == "validation" else None,
+        "quick": args.quick,
+        "sde": sde,
+        "seed": seed,
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "command": os.environ.get("VSMD_BENCH_COMMAND", " ".join(map(shlex.quote, sys.argv))),
+    }
+
+
 def run_one(args, sde: str, seed: int) -> dict:
     """Train and evaluate one (sde, seed); runs in its own process."""
     import torch
     from gluonts.evaluation import make_evaluation_predictions
 
     from vsmd_ts import VSMDEstimator
-    from vsmd_ts.timeseries.data import holdout_windows, load_benchmark, synthetic_like
     from vsmd_ts.timeseries.metrics import evaluate_forecasts
     from vsmd_ts.timeseries.plots import plot_fan_chart
 
     warnings.simplefilter("ignore", FutureWarning)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
+    if sde in BASELINES:
+        return run_baseline(args, sde, seed)
     out = Path(args.out)
     synthetic = args.synthetic_like is not None
     dataset = args.synthetic_like or args.dataset
-    data = synthetic_like(dataset, seed=seed) if synthetic else load_benchmark(dataset, args.data_dir, not args.no_download)
-    train, test = data.train, data.test
-    if args.split == "validation" and not synthetic:
-        train, test = holdout_windows(data.train, data.prediction_length, data.num_test_dates, data.freq)
-    if synthetic:
-        test = [list(test)[-1]]  # one window is enough to time sampling
+    data, train, test = load_split(args, seed)
 
     cfg = config_for(dataset, sde, args.quick)
     for item in args.set:
@@ -137,42 +177,36 @@ def run_one(args, sde: str, seed: int) -> dict:
         freq=data.freq, prediction_length=data.prediction_length, target_dim=data.target_dim, sde=sde, seed=seed,
         progress=args.progress, trainer_kwargs=trainer_kwargs, **cfg["estimator"],
     )
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out_train = estimator.train_model(train)
-    train_time = time.perf_counter() - t0
+    train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     epochs_done = out_train.trainer.current_epoch
     predictor = out_train.predictor
     model = predictor.prediction_net.model
 
-    record = {
-        "name": run_name(args, sde, seed),
-        "dataset": dataset,
-        "split": "synthetic" if synthetic else args.split,
-        "quick": args.quick,
-        "sde": sde,
-        "seed": seed,
+    record = base_record(args, sde, seed, dataset, synthetic)
+    record.update({
         "config": cfg,
         "epochs_completed": epochs_done,
         "train_time_s": train_time,
+        "train_cpu_s": train_cpu,
         "train_s_per_epoch": train_time / max(epochs_done, 1),
         "A_mean": float(model.sde.control_trace().mean()) if model.sde.learns_A else None,
         "A_min_max": [float(model.sde.control_trace().min()), float(model.sde.control_trace().max())]
         if model.sde.learns_A else None,
         "evaluations": [],
-        "machine": machine(),
-        "date": datetime.date.today().isoformat(),
-        "command": os.environ.get("VSMD_BENCH_COMMAND", " ".join(map(shlex.quote, sys.argv))),
-    }
+    })
     eval_steps = args.eval_steps or [cfg["estimator"]["sampler_steps"]]
     for steps in eval_steps:
         model.sampler_steps = steps
         torch.manual_seed(seed)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         forecast_it, ts_it = make_evaluation_predictions(test, predictor, num_samples=cfg["num_samples"])
         forecasts, tss = list(forecast_it), list(ts_it)
-        sample_time = time.perf_counter() - t0
+        sample_time, sample_cpu = time.perf_counter() - t0, time.process_time() - c0
         ev = {"sampler": model.sampler_name, "sampler_steps": steps, "nfe_per_step": model.nfe_per_step,
-              "sample_time_s": sample_time, "num_samples": cfg["num_samples"], "windows": len(forecasts)}
+              "sample_time_s": sample_time, "sample_cpu_s": sample_cpu, "num_samples": cfg["num_samples"],
+              "windows": len(forecasts)}
         if synthetic:
             ev["metrics"] = None  # random data: no accuracy
         else:
@@ -184,6 +218,64 @@ def run_one(args, sde: str, seed: int) -> dict:
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         record["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return record
+
+
+def baseline_predictor(name: str, data, window: int, num_samples: int, seed: int):
+    from vsmd_ts.timeseries.baselines import RandomWalkPredictor, SeasonalNaivePredictor
+
+    if name == "rw":
+        return RandomWalkPredictor(data.prediction_length, window=window, num_samples=num_samples, seed=seed)
+    return SeasonalNaivePredictor(data.prediction_length, season_length=24, window=window, num_samples=num_samples,
+                                  seed=seed)
+
+
+def run_baseline(args, name: str, seed: int) -> dict:
+    """Score a naive baseline: its covariance window chosen on ``--val-windows`` windows of the training range.
+
+    The choice uses the 19-quantile CRPS-Sum on validation windows only (never the test windows);
+    ``--set window=W`` skips it. ``seed`` seeds the path draws. Its "training" time is the choice's.
+    """
+    from gluonts.evaluation import make_evaluation_predictions
+
+    from vsmd_ts.timeseries.data import holdout_windows
+    from vsmd_ts.timeseries.metrics import evaluate_forecasts
+    from vsmd_ts.timeseries.plots import plot_fan_chart
+
+    synthetic = args.synthetic_like is not None
+    dataset = args.synthetic_like or args.dataset
+    data, _, test = load_split(args, seed)
+    settings = dict(kv.partition("=")[::2] for kv in args.set)
+    num_samples = int(settings.get("num_samples", 50 if args.quick else 100))
+    t0, c0 = time.perf_counter(), time.process_time()
+    val_scores = {}
+    if "window" in settings or synthetic:  # random data: timing only, no choice to make
+        window = int(settings.get("window", WINDOW_CANDIDATES[name][1]))
+    else:
+        _, val = holdout_windows(data.train, data.prediction_length, args.val_windows, data.freq)
+        for w in WINDOW_CANDIDATES[name]:
+            f_it, t_it = make_evaluation_predictions(val, baseline_predictor(name, data, w, num_samples, seed), num_samples)
+            val_scores[w] = evaluate_forecasts(list(f_it), list(t_it))["CRPS-Sum"]
+        window = min(val_scores, key=val_scores.get)
+    choose_time, choose_cpu = time.perf_counter() - t0, time.process_time() - c0
+    predictor = baseline_predictor(name, data, window, num_samples, seed)
+    record = base_record(args, name, seed, dataset, synthetic)
+    record.update({
+        "config": {"window": window, "num_samples": num_samples, "window_val_crps_sum": val_scores,
+                   "window_val_windows": args.val_windows if val_scores else None},
+        "epochs_completed": 0, "train_time_s": choose_time, "train_cpu_s": choose_cpu, "train_s_per_epoch": None,
+        "A_mean": None, "A_min_max": None,
+    })
+    t0, c0 = time.perf_counter(), time.process_time()
+    forecasts, tss = map(list, make_evaluation_predictions(test, predictor, num_samples))
+    ev = {"sampler": "none", "sampler_steps": 0, "nfe_per_step": 0, "sample_time_s": time.perf_counter() - t0,
+          "sample_cpu_s": time.process_time() - c0, "num_samples": num_samples, "windows": len(forecasts)}
+    ev["metrics"] = None if synthetic else evaluate_forecasts(forecasts, tss)
+    if not synthetic and seed == args.seeds[0]:
+        plot_fan_chart(forecasts[-1], tss[-1], Path(args.out) / "figures" / f"{record['name']}.png", dims=(0, 1, 2, 3),
+                       title=f"{name} (window {window}) on {dataset} ({args.split}), seed {seed}")
+    record["evaluations"] = [ev]
+    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return record
 
 
@@ -208,8 +300,9 @@ def summarize(out: Path, records) -> str:
         lines.append("| sde | seeds | epochs | s / epoch | sampling s / window | NFE / step | peak RSS MB |")
         lines.append("|---|---|---|---|---|---|---|")
     else:
-        lines.append("| sde | NFE / step | seeds | CRPS-Sum | CRPS | ND-Sum | NRMSE-Sum | energy | cov 50% | cov 90% | train min | sampling s | peak RSS MB |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("| sde | NFE / step | seeds | CRPS-Sum | CRPS | ND-Sum | NRMSE-Sum | energy | cov 50% | cov 90% | train min | "
+                     "sampling s | peak RSS MB | CRPS-Sum exact | cov 50% sum | cov 90% sum | train CPU min | sampling CPU s |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     by_key = {}
     for r in records:
         for ev in r["evaluations"]:
@@ -221,12 +314,14 @@ def summarize(out: Path, records) -> str:
             lines.append(f"| {sde} | {seeds} | {rows[0][0]['epochs_completed']} | {_fmt([r['train_s_per_epoch'] for r, _ in rows], 1)} | "
                          f"{_fmt([e['sample_time_s'] / e['windows'] for _, e in rows], 1)} | {nfe} | {_fmt([r['peak_rss_mb'] for r, _ in rows], 0)} |")
             continue
-        m = lambda key: [e["metrics"][key] for _, e in rows]  # noqa: E731
+        m = lambda key: [e["metrics"].get(key) for _, e in rows]  # noqa: E731
         lines.append(
             f"| {sde} | {nfe} | {seeds} | {_fmt(m('CRPS-Sum'))} | {_fmt(m('CRPS'))} | {_fmt(m('ND-Sum'))} | {_fmt(m('NRMSE-Sum'))} | "
             f"{_fmt(m('energy_score'), 3)} | {_fmt(m('coverage_50'), 2)} | {_fmt(m('coverage_90'), 2)} | "
             f"{_fmt([r['train_time_s'] / 60 for r, _ in rows], 1)} | {_fmt([e['sample_time_s'] for _, e in rows], 0)} | "
-            f"{_fmt([r['peak_rss_mb'] for r, _ in rows], 0)} |"
+            f"{_fmt([r['peak_rss_mb'] for r, _ in rows], 0)} | {_fmt(m('CRPS-Sum-exact'))} | {_fmt(m('coverage_50_sum'), 2)} | "
+            f"{_fmt(m('coverage_90_sum'), 2)} | {_fmt([r.get('train_cpu_s', 0) / 60 for r, _ in rows], 1)} | "
+            f"{_fmt([e.get('sample_cpu_s') for _, e in rows], 0)} |"
         )
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)

@@ -2,8 +2,12 @@
 
 CRPS and CRPS-Sum are GluonTS's ``MultivariateEvaluator`` numbers over the 19
 quantile levels 0.05 ... 0.95: CRPS = ``mean_wQuantileLoss`` (per series),
-CRPS-Sum = ``m_sum_mean_wQuantileLoss`` (on the sum over series). Energy score
-and interval coverage are computed from the samples.
+CRPS-Sum = ``m_sum_mean_wQuantileLoss`` (on the sum over series). Energy score,
+interval coverage (per series and of the summed series), the probability
+integral transform (PIT), reliability curves and the exact sample CRPS-Sum
+(``properscoring.crps_ensemble`` on the summed series; the 19-quantile version
+leaves out the tails and reads a few per cent higher) are computed from the
+samples.
 """
 
 from __future__ import annotations
@@ -14,9 +18,21 @@ from typing import Dict, List, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["QUANTILES", "agg_sum", "coverage", "energy_score", "evaluate_forecasts"]
+__all__ = [
+    "PIT_BINS",
+    "QUANTILES",
+    "agg_sum",
+    "coverage",
+    "crps_sum_exact",
+    "energy_score",
+    "evaluate_forecasts",
+    "pit_histogram",
+    "pit_values",
+    "reliability",
+]
 
 QUANTILES = tuple((np.arange(20) / 20.0)[1:])
+PIT_BINS = 10
 
 
 def agg_sum(x, axis=None):
@@ -46,12 +62,102 @@ def coverage(samples: np.ndarray, target: np.ndarray, level: float) -> float:
     return float(((target >= lo) & (target <= hi))[obs].mean())
 
 
-def evaluate_forecasts(forecasts: Sequence, tss: Sequence[pd.DataFrame]) -> Dict[str, float]:
+def pit_values(samples: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Probability integral transform of each observed target entry under its samples.
+
+    ``samples``: ``(S, ...)``; ``target``: ``(...)``. The PIT of ``y`` is the
+    share of samples below it, ties counted half (mid-rank), so it lies in
+    ``[0, 1]``; a calibrated forecast gives uniform PIT values. Returns the
+    flat array of PITs of the finite target entries.
+    """
+    below = (samples < target).mean(axis=0)
+    ties = (samples == target).mean(axis=0)
+    return (below + 0.5 * ties)[np.isfinite(target)]
+
+
+def pit_histogram(pit: np.ndarray, bins: int = PIT_BINS) -> np.ndarray:
+    """Counts of PIT values in ``bins`` equal bins of ``[0, 1]`` (the last bin closed)."""
+    counts, _ = np.histogram(pit, bins=bins, range=(0.0, 1.0))
+    return counts
+
+
+def reliability(samples: np.ndarray, target: np.ndarray, levels: Sequence[float] = QUANTILES) -> np.ndarray:
+    """Observed frequency of ``target <= `` the samples' ``level`` quantile, for each level.
+
+    ``samples``: ``(S, ...)``; ``target``: ``(...)``; NaN targets are dropped.
+    A calibrated forecast gives ``frequency == level`` (the diagonal of a
+    reliability diagram). Returns shape ``(len(levels),)``.
+    """
+    q = np.quantile(samples, levels, axis=0)  # (L, ...)
+    obs = np.isfinite(target)
+    return np.array([(target <= q_l)[obs].mean() for q_l in q])
+
+
+def _summed(samples: np.ndarray, target: np.ndarray):
+    """Sum over the last (series) axis; a step with any unobserved series is unobserved."""
+    return samples.sum(-1), target.sum(-1)
+
+
+def crps_sum_exact(samples_list: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
+    """Exact sample CRPS of the summed series over all windows, normalised by ``sum |y_sum|``.
+
+    ``samples_list[k]``: ``(S, H, D)``; ``targets[k]``: ``(H, D)``. Uses
+    ``properscoring.crps_ensemble`` (the energy form ``E|X - y| - E|X - X'| / 2``
+    with the empirical distribution of the samples).
+    """
+    import properscoring
+
+    num, den = 0.0, 0.0
+    for samples, y in zip(samples_list, targets):
+        s, ys = _summed(np.asarray(samples, np.float64), np.asarray(y, np.float64))
+        obs = np.isfinite(ys)
+        num += properscoring.crps_ensemble(ys[obs], s.T[obs]).sum()
+        den += np.abs(ys[obs]).sum()
+    return float(num / den)
+
+
+def _calibration(samples_list, targets) -> Dict[str, object]:
+    """Summed-series coverage, PIT histograms and reliability curves, pooled over windows."""
+    pit, pit_sum, c50, c90 = [], [], [], []
+    flat_s, flat_y, flat_ss, flat_ys = [], [], [], []
+    for samples, y in zip(samples_list, targets):
+        s, ys = _summed(samples, y)
+        pit.append(pit_values(samples, y))
+        pit_sum.append(pit_values(s, ys))
+        c50.append(coverage(s, ys, 0.5))
+        c90.append(coverage(s, ys, 0.9))
+        # quantiles per (step, series) first, then pool: a reliability curve over all windows
+        flat_s.append(samples.reshape(samples.shape[0], -1))
+        flat_y.append(y.ravel())
+        flat_ss.append(s)
+        flat_ys.append(ys)
+    return {
+        "coverage_50_sum": float(np.mean(c50)),
+        "coverage_90_sum": float(np.mean(c90)),
+        "pit_counts": pit_histogram(np.concatenate(pit)).tolist(),
+        "pit_counts_sum": pit_histogram(np.concatenate(pit_sum)).tolist(),
+        "reliability_levels": [float(q) for q in QUANTILES],
+        "reliability": reliability(np.concatenate(flat_s, 1), np.concatenate(flat_y)).tolist(),
+        "reliability_sum": reliability(np.concatenate(flat_ss, 1), np.concatenate(flat_ys)).tolist(),
+    }
+
+
+def evaluate_forecasts(forecasts: Sequence, tss: Sequence[pd.DataFrame]) -> Dict[str, object]:
     """Standard metrics for lists of ``SampleForecast`` and target frames.
 
     Returns a dict with ``CRPS``, ``CRPS-Sum``, ``ND-Sum``, ``NRMSE-Sum``,
     ``energy_score``, ``coverage_50`` and ``coverage_90`` (means over windows
     where applicable), plus every aggregate GluonTS computes under ``gluonts/``.
+    Calibration of the summed series and exact scores:
+
+    * ``CRPS-Sum-exact``: exact sample CRPS of the summed series (see
+      :func:`crps_sum_exact`), next to the 19-quantile ``CRPS-Sum``;
+    * ``coverage_50_sum``, ``coverage_90_sum``: central-interval coverage of
+      the summed series (mean over windows);
+    * ``pit_counts`` (all series pooled) and ``pit_counts_sum`` (summed
+      series): PIT histograms, ``PIT_BINS`` counts each (lists of ints);
+    * ``reliability`` and ``reliability_sum``: observed frequency below each
+      quantile in ``reliability_levels`` (lists of floats).
     """
     from gluonts.evaluation import MultivariateEvaluator
 
@@ -63,9 +169,13 @@ def evaluate_forecasts(forecasts: Sequence, tss: Sequence[pd.DataFrame]) -> Dict
     es: List[float] = []
     c50: List[float] = []
     c90: List[float] = []
+    samples_list, targets = [], []
     for f, ts in zip(forecasts, tss):
         H = f.samples.shape[1]
-        y = ts.to_numpy()[-H:]
+        y = ts.to_numpy()[-H:].astype(np.float64).reshape(H, -1)
+        samples = np.asarray(f.samples, np.float64).reshape(f.samples.shape[0], H, -1)  # (S, H) -> (S, H, 1)
+        samples_list.append(samples)
+        targets.append(y)
         es.append(energy_score(f.samples, y))
         c50.append(coverage(f.samples, y, 0.5))
         c90.append(coverage(f.samples, y, 0.9))
@@ -77,6 +187,8 @@ def evaluate_forecasts(forecasts: Sequence, tss: Sequence[pd.DataFrame]) -> Dict
         "energy_score": float(np.mean(es)),
         "coverage_50": float(np.mean(c50)),
         "coverage_90": float(np.mean(c90)),
+        "CRPS-Sum-exact": crps_sum_exact(samples_list, targets),
     }
+    out.update(_calibration(samples_list, targets))
     out.update({f"gluonts/{k}": float(v) for k, v in agg.items() if np.isscalar(v)})
     return out

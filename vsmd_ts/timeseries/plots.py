@@ -1,14 +1,14 @@
-"""Fan charts of multivariate forecasts (matplotlib, Agg backend)."""
+"""Fan charts and calibration plots of multivariate forecasts (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_fan_chart"]
+__all__ = ["plot_fan_chart", "plot_pit_histogram", "plot_reliability"]
 
 
 def plot_fan_chart(
@@ -67,3 +67,97 @@ def plot_fan_chart(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _by_label(metrics: Union[dict, Mapping[str, dict]]) -> Mapping[str, dict]:
+    """One ``evaluate_forecasts`` dict, or several keyed by model label."""
+    return {"forecast": metrics} if "pit_counts" in metrics else metrics
+
+
+def _save(fig, path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_pit_histogram(metrics: Union[dict, Mapping[str, dict]], path, title: Optional[str] = None) -> Path:
+    """PIT histograms, all series pooled (left) and the summed series (right).
+
+    Parameters
+    ----------
+    metrics
+        The dict :func:`vsmd_ts.timeseries.metrics.evaluate_forecasts` returns
+        (keys ``pit_counts``, ``pit_counts_sum``), or several keyed by label
+        (drawn as side-by-side bars).
+    path
+        Output PNG.
+
+    A calibrated forecast gives a flat histogram (dashed line); a hump means
+    too wide, a U too narrow, a slope bias.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = _by_label(metrics)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), squeeze=False)
+    for ax, key, name in zip(axes[0], ("pit_counts", "pit_counts_sum"), ("all series", "summed series")):
+        width = 1.0 / len(next(iter(runs.values()))[key]) / len(runs)
+        for i, (label, m) in enumerate(runs.items()):
+            counts = np.asarray(m[key], dtype=float)
+            density = counts / counts.sum() * len(counts)  # 1 = uniform
+            edges = np.arange(len(counts)) / len(counts)
+            ax.bar(edges + i * width, density, width=width, align="edge", label=label, alpha=0.8)
+        ax.axhline(1.0, color="black", ls="--", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("PIT")
+        ax.set_ylabel("density")
+        ax.set_title(f"PIT histogram, {name}")
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_reliability(metrics: Union[dict, Mapping[str, dict]], path, title: Optional[str] = None) -> Path:
+    """Reliability diagram: observed frequency below each forecast quantile, per series (pooled) and summed.
+
+    Parameters
+    ----------
+    metrics
+        The dict :func:`vsmd_ts.timeseries.metrics.evaluate_forecasts` returns
+        (keys ``reliability_levels``, ``reliability``, ``reliability_sum``), or
+        several keyed by label.
+    path
+        Output PNG.
+
+    A calibrated forecast lies on the diagonal; an S below then above it
+    (flatter than the diagonal) means intervals too wide, the reverse too narrow.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = _by_label(metrics)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4), squeeze=False)
+    for ax, key, name in zip(axes[0], ("reliability", "reliability_sum"), ("all series", "summed series")):
+        for label, m in runs.items():
+            ax.plot(m["reliability_levels"], m[key], marker="o", ms=3, label=label)
+        ax.plot([0, 1], [0, 1], color="black", ls="--", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("quantile level")
+        ax.set_ylabel("observed frequency below")
+        ax.set_title(f"reliability, {name}")
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
