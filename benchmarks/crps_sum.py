@@ -45,7 +45,7 @@ sys.path.append(str(HERE.parent))  # a checkout without `pip install -e .` still
 from configs import config_for  # noqa: E402
 
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
-SDES = ["vsuld", "vscld", "cld", "vsdm", "vp"]
+SDES = ["vsuld", "vscld", "cld", "uld", "vsdm", "vp"]
 # naive forecasters (vsmd_ts.timeseries.baselines), run as "models" next to the SDEs: no training, their one
 # hyper-parameter (the covariance window) chosen on the validation windows of the training range
 BASELINES = ["rw", "snaive"]
@@ -72,6 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--val-windows", type=int, default=25,
                    help="number of validation windows: non-overlapping windows of prediction_length ending at the end "
                         "of the training range (used by --split validation and by the baselines' window choice)")
+    p.add_argument("--eval-samplers", nargs="+", default=None, metavar="SAMPLER:STEPS",
+                   help="evaluate each trained model with these samplers (overrides --eval-steps)")
     p.add_argument("--eval-steps", nargs="+", type=int, default=None,
                    help="sampler step counts to evaluate each trained model with (default: the config's)")
     p.add_argument("--quick", action="store_true", help="short smoke run (results marked quick)")
@@ -148,6 +150,7 @@ def run_one(args, sde: str, seed: int) -> dict:
     from gluonts.evaluation import make_evaluation_predictions
 
     from vsmd_ts import VSMDEstimator
+    from vsmd_ts.diffusion import get_sampler
     from vsmd_ts.timeseries.metrics import evaluate_forecasts
     from vsmd_ts.timeseries.plots import plot_fan_chart
 
@@ -198,9 +201,11 @@ def run_one(args, sde: str, seed: int) -> dict:
         if model.sde.learns_A else None,
         "evaluations": [],
     })
-    eval_steps = args.eval_steps or [cfg["estimator"]["sampler_steps"]]
-    for steps in eval_steps:
-        model.sampler_steps = steps
+    evals = [(cfg["estimator"]["sampler"], steps) for steps in args.eval_steps or [cfg["estimator"]["sampler_steps"]]]
+    if args.eval_samplers:
+        evals = [(item.split(":")[0], int(item.split(":")[1])) for item in args.eval_samplers]
+    for sampler, steps in evals:
+        model.sampler_name, model.sampler, model.sampler_steps = sampler, get_sampler(sampler), steps
         torch.manual_seed(seed)
         t0, c0 = time.perf_counter(), time.process_time()
         forecast_it, ts_it = make_evaluation_predictions(test, predictor, num_samples=cfg["num_samples"])
@@ -213,7 +218,7 @@ def run_one(args, sde: str, seed: int) -> dict:
             ev["metrics"] = None  # random data: no accuracy
         else:
             ev["metrics"] = evaluate_forecasts(forecasts, tss)
-            if steps == eval_steps[0] and seed == args.seeds[0]:
+            if (sampler, steps) == evals[0] and seed == args.seeds[0]:
                 plot_fan_chart(forecasts[-1], tss[-1], out / "figures" / f"{record['name']}.png", dims=(0, 1, 2, 3),
                                title=f"{sde} on {dataset} ({args.split}), seed {seed}, {model.nfe_per_step} NFE/step")
         record["evaluations"].append(ev)
@@ -308,15 +313,15 @@ def summarize(out: Path, records) -> str:
         lines.append("| sde | seeds | epochs | s / epoch | sampling s / window | NFE / step | peak RSS MB |")
         lines.append("|---|---|---|---|---|---|---|")
     else:
-        lines.append("| sde | NFE / step | seeds | CRPS-Sum | CRPS | ND-Sum | NRMSE-Sum | energy | cov 50% | cov 90% | train min | "
+        lines.append("| sde | sampler | NFE / step | seeds | CRPS-Sum | CRPS | ND-Sum | NRMSE-Sum | energy | cov 50% | cov 90% | train min | "
                      "sampling s | peak RSS MB | CRPS-Sum exact | cov 50% sum | cov 90% sum | train CPU min | sampling CPU s |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     by_key = {}
     for r in records:
         for ev in r["evaluations"]:
-            by_key.setdefault((r["sde"], ev["nfe_per_step"]), []).append((r, ev))
+            by_key.setdefault((r["sde"], ev["sampler"], ev["nfe_per_step"]), []).append((r, ev))
     order = {s: i for i, s in enumerate(SDES)}
-    for (sde, nfe), rows in sorted(by_key.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])):
+    for (sde, sampler, nfe), rows in sorted(by_key.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1], kv[0][2])):
         seeds = ",".join(str(r["seed"]) for r, _ in rows)
         if first["split"] == "synthetic":
             lines.append(f"| {sde} | {seeds} | {rows[0][0]['epochs_completed']} | {_fmt([r['train_s_per_epoch'] for r, _ in rows], 1)} | "
@@ -324,7 +329,7 @@ def summarize(out: Path, records) -> str:
             continue
         m = lambda key: [e["metrics"].get(key) for _, e in rows]  # noqa: E731
         lines.append(
-            f"| {sde} | {nfe} | {seeds} | {_fmt(m('CRPS-Sum'))} | {_fmt(m('CRPS'))} | {_fmt(m('ND-Sum'))} | {_fmt(m('NRMSE-Sum'))} | "
+            f"| {sde} | {sampler} | {nfe} | {seeds} | {_fmt(m('CRPS-Sum'))} | {_fmt(m('CRPS'))} | {_fmt(m('ND-Sum'))} | {_fmt(m('NRMSE-Sum'))} | "
             f"{_fmt(m('energy_score'), 3)} | {_fmt(m('coverage_50'), 2)} | {_fmt(m('coverage_90'), 2)} | "
             f"{_fmt([r['train_time_s'] / 60 for r, _ in rows], 1)} | {_fmt([e['sample_time_s'] for _, e in rows], 0)} | "
             f"{_fmt([r['peak_rss_mb'] for r, _ in rows], 0)} | {_fmt(m('CRPS-Sum-exact'))} | {_fmt(m('coverage_50_sum'), 2)} | "
