@@ -21,7 +21,8 @@ from .samplers import (
     splitting,
     time_grid,
 )
-from .sde import LinearSDE, MomentumSDE, OverdampedSDE, Transition, damping_transform, inverse_damping_transform
+from .processes import MomentumSDE, OverdampedSDE, damping_transform, inverse_damping_transform
+from .sde import LinearSDE, Transition
 from .training import VSMDObjective, make_optimizer, split_A_parameters
 from .variational import AlternationSchedule, Trajectories, VariationalScoreUpdater, simulate_backward
 

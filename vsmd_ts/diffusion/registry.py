@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Optional, Sequence, Tuple, Type
 
-from .sde import LinearSDE, MomentumSDE, OverdampedSDE
+from .processes import MomentumSDE, OverdampedSDE
+from .sde import LinearSDE
 
 __all__ = [
     "SDESpec",
