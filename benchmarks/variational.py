@@ -47,7 +47,6 @@ from scipy.optimize import minimize_scalar
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from vsmd_ts.diffusion import AlternationSchedule, VariationalScoreUpdater, VSMDObjective, make_optimizer, make_sde  # noqa: E402
-from vsmd_ts.diffusion.linalg import apply_block  # noqa: E402
 
 GAMMA, A_MAX, T, EPS = 2.0, 0.4, 1.0, 1e-3
 DAMPING = {"vsuld": 0.7, "vscld": 1.0, "vsdm": None}

@@ -3,7 +3,6 @@
 import gzip
 import hashlib
 import io
-import json
 import logging
 import tarfile
 import warnings

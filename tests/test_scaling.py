@@ -1,7 +1,6 @@
 """Fused transition (issue 13): accuracy against 60-digit references, agreement
 with the generic block algebra, operation count; distinct DDP batches."""
 
-import math
 
 import mpmath
 import pytest

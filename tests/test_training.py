@@ -14,7 +14,6 @@ import torch
 from vsmd_ts.diffusion import (
     SDE_NAMES,
     SDE_REGISTRY,
-    ResidualMLP,
     ScoreModel,
     default_kwargs,
     is_momentum,

@@ -56,17 +56,6 @@ def _resume_path(cfg: TrainConfig) -> Optional[Path]:
     return Path(cfg.resume)
 
 
-def _resume_path(cfg: TrainConfig) -> Optional[Path]:
-    if cfg.resume in (False, None, "", "false", "False"):
-        return None
-    if cfg.resume is True or cfg.resume in ("true", "True", "auto"):
-        path = Path(cfg.out) / "last.ckpt"
-        if not path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {path}; start without --resume or pass a path")
-        return path
-    return Path(cfg.resume)
-
-
 class _EpochBatches:
     """Batch of step ``k``: a seeded permutation per epoch, sliced per device, seeded flips."""
 
