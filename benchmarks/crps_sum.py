@@ -44,8 +44,10 @@ sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))  # a checkout without `pip install -e .` still finds vsmd_ts (installed wins)
 from configs import config_for  # noqa: E402
 
+from vsmd_ts.diffusion import SDE_NAMES  # noqa: E402  (torch only: quick to import)
+
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
-SDES = ["vsuld", "vscld", "cld", "uld", "vsdm", "vp"]
+SDES = list(SDE_NAMES)
 # naive forecasters (vsmd_ts.timeseries.baselines), run as "models" next to the SDEs: no training, their one
 # hyper-parameter (the covariance window) chosen on the validation windows of the training range
 BASELINES = ["rw", "snaive"]

@@ -32,7 +32,7 @@ from gluonts.transform import (
     VstackFeatures,
 )
 
-from vsmd_ts.diffusion import SDE_NAMES, AlternationSchedule, get_sampler, make_sde
+from vsmd_ts.diffusion import AlternationSchedule, default_kwargs, get_sampler, is_momentum, make_sde
 
 from .checks import CheckMultivariateTarget, PositiveWholeNumber, check_training_data
 from .distributed import RankSeededLoader
@@ -46,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 PREDICTION_INPUT_NAMES = ["past_target", "past_observed_values", "past_time_feat", "future_time_feat"]
 TRAINING_INPUT_NAMES = PREDICTION_INPUT_NAMES + ["future_target", "future_observed_values"]
-MOMENTUM_SDES = ("vsuld", "vscld", "cld", "uld")
 
 
 class _DropTips(logging.Filter):
@@ -97,16 +96,14 @@ def _quiet_fit():
 
 
 def _sde_defaults(sde: str, beta: Optional[float], damping_ratio: Optional[float], **kwargs):
-    """``(beta, damping_ratio)`` with the defaults filled in; ``ValueError`` for an invalid combination.
+    """``(beta, damping_ratio)`` with the registry's defaults filled in; ``ValueError`` for an invalid combination.
 
     Builds the (tiny) SDE once so that bad SDE parameters fail at construction.
     """
-    if sde not in SDE_NAMES:
-        raise ValueError(f"unknown sde {sde!r}; choose one of {', '.join(SDE_NAMES)}")
-    if damping_ratio is None and sde in ("vsuld", "uld"):
-        damping_ratio = 0.7
-    beta = beta if beta is not None else (10.0 if sde != "vp" else 20.0)
-    if sde not in MOMENTUM_SDES:
+    defaults = default_kwargs(sde)  # ValueError naming the known SDEs
+    beta = beta if beta is not None else defaults["beta"]
+    damping_ratio = damping_ratio if damping_ratio is not None else defaults.get("damping_ratio")
+    if not is_momentum(sde):
         kwargs = {"A_max": kwargs["A_max"]}
     make_sde(sde, (1,), beta=beta, damping_ratio=damping_ratio, **kwargs)
     return beta, damping_ratio

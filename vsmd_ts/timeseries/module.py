@@ -9,7 +9,7 @@ from gluonts.model import Input, InputSpec
 from torch import nn
 from tqdm.auto import tqdm
 
-from vsmd_ts.diffusion import DSMLoss, ResidualMLP, ScoreModel, get_sampler, make_sde, time_grid
+from vsmd_ts.diffusion import DSMLoss, ResidualMLP, ScoreModel, get_sampler, is_momentum, make_sde, time_grid
 
 __all__ = ["VSMDModel", "TARGETS", "SCALINGS"]
 
@@ -58,9 +58,8 @@ def robust_scale(values: torch.Tensor, observed: torch.Tensor, magnitude: torch.
 
 def _build_sde(name: str, target_dim: int, beta: Optional[float], damping_ratio: Optional[float], gamma: float,
                A_max: float, A_init: float, initial_velocity: str):
-    name = name.lower()
     kwargs = dict(A_max=A_max, A_init=A_init)
-    if name in ("vsuld", "vscld", "cld", "uld"):
+    if is_momentum(name):
         kwargs.update(gamma=gamma, initial_velocity=initial_velocity)
     elif damping_ratio is not None:
         damping_ratio = None  # overdamped SDEs have no damping ratio; ignore the shared default
@@ -137,7 +136,7 @@ class VSMDModel(nn.Module):
         target: str = "delta",
         scaling: str = "std",
         sde: str = "vsuld",
-        beta: Optional[float] = 10.0,
+        beta: Optional[float] = None,
         damping_ratio: Optional[float] = 0.7,
         gamma: float = 2.0,
         A_max: float = 0.4,
