@@ -11,3 +11,4 @@ def test_total_steps_matches_the_steps_taken(extra):
     est = tiny(num_batches_per_epoch=4, trainer_kwargs=dict(max_epochs=2, enable_progress_bar=False, **extra))
     out = est.train_model(dataset(signal()[:, :-H]))
     assert out.trained_net._total_steps() == out.trainer.global_step > 0
+

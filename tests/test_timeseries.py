@@ -78,10 +78,15 @@ def test_training_reduces_the_loss():
 def test_variational_score_is_learned_during_training():
     """The alternation schedule reaches its A phases: A moves for vsuld, stays 0 for cld."""
     est = tiny(num_batches_per_epoch=10, trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False), A_lr=1e-2)
-    A = est.train_model(dataset(signal())).trained_net.model.sde.A_v.detach()
+    module = est.train_model(dataset(signal())).trained_net
+    A = module.model.sde.A_v.detach()
     assert (A.abs() > 1e-3).all() and (A.abs() < 0.4).all()
+    status = module.A_status  # the end-of-training diagnostic
+    assert torch.equal(status["A_v"], A) and status["last_change"] >= 0 and status["gap"] >= 0
+    assert status["converged"] == (max(status["last_change"], status["gap"]) <= 0.01)
     est = tiny(sde="cld", num_batches_per_epoch=10, trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False))
-    assert (est.train_model(dataset(signal())).trained_net.model.sde.A_v == 0).all()
+    module = est.train_model(dataset(signal())).trained_net
+    assert (module.model.sde.A_v == 0).all() and module.A_status is None
 
 
 def test_nan_targets_train_without_nan_loss():

@@ -152,7 +152,9 @@ class VSMDEstimator(PyTorchLightningEstimator):
     initial_velocity
         ``"marginal"`` (default, v0 integrated out) or ``"sample"`` (v0 drawn, as in the authors' code).
     prior
-        Sampling prior: ``"data"`` (default), ``"transition"`` or ``"stationary"``.
+        Sampling prior: ``"data"`` (default), ``"transition"``, ``"stationary"`` or ``"fixed"`` (``N(0, I)``
+        whatever A is; the only one under which the A update can react to the data, see
+        :meth:`~vsmd_ts.diffusion.LinearSDE.prior_cov`).
     num_layers, hidden_size, rnn_type, dropout_rate
         History encoder (``rnn_type`` ``"lstm"`` or ``"gru"``).
     denoiser_hidden, denoiser_blocks
@@ -213,7 +215,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         gamma: PositiveFloat = 2.0,
         A_max: PositiveFloat = 0.4,
         initial_velocity: Literal["marginal", "sample"] = "marginal",
-        prior: Literal["data", "transition", "stationary"] = "data",
+        prior: Literal["data", "transition", "stationary", "fixed"] = "data",
         num_layers: PositiveWholeNumber = 2,
         hidden_size: PositiveWholeNumber = 64,
         rnn_type: Literal["lstm", "gru"] = "lstm",

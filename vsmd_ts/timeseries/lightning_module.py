@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 
 import lightning.pytorch as pl
 import torch
@@ -13,6 +14,8 @@ from vsmd_ts.diffusion import AlternationSchedule, VariationalScoreUpdater, VSMD
 from .module import VSMDModel
 
 __all__ = ["VSMDLightningModule"]
+
+logger = logging.getLogger(__name__)
 
 
 class VSMDLightningModule(pl.LightningModule):
@@ -124,6 +127,16 @@ class VSMDLightningModule(pl.LightningModule):
             ).mean()
         self.log("val_loss", val_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["past_target"].shape[0], sync_dist=True)
         return val_loss
+
+    def on_train_end(self) -> None:
+        # the end-of-training A diagnostic of the core: logged, not raised (the run is over)
+        self.A_status = self.objective.A_status(warn=False)
+        if self.A_status is not None and not self.A_status["converged"]:
+            logger.warning(
+                "A is still moving at the end of training (last change %.3g, distance to the minimiser of the last "
+                "forward phase %.3g): more or larger A steps (A_lr) would let it settle",
+                self.A_status["last_change"], self.A_status["gap"],
+            )
 
     def configure_optimizers(self):
         return make_optimizer(self.model, lr=self.lr, A_lr=self.A_lr, weight_decay=self.weight_decay)
