@@ -27,8 +27,10 @@ COMMON = {
 }
 
 CONFIGS = {
-    # validation sweep (benchmarks/sweep_exchange_validation.sh, VSULD, seeds 0-1): beta 10 > 4, 6, 14;
-    # 20 epochs > 10, 30, 40; prior "data" ~ "transition"; A_lr 1e-3 ~ 1e-2
+    # validation sweep (benchmarks/sweep_exchange_validation.sh, VSULD, seeds 0-1, levels): beta 10 > 4, 6, 14;
+    # 20 epochs > 10, 30, 40; prior "data" ~ "transition"; A_lr 1e-3 ~ 1e-2. Second sweep (25 windows, RESULTS.md
+    # section 0.2): increments (the estimator's default target) >> levels, splitting / Euler-Maruyama > PF-ODE
+    # samplers, 20 epochs > 40
     "exchange_rate_nips": {
         "estimator": {**COMMON, "beta": 10.0},
         "max_epochs": 20,
