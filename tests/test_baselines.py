@@ -123,7 +123,7 @@ def test_benchmark_runner_scores_the_random_walk(tmp_path):
         ev = record["evaluations"][0]
         assert ev["nfe_per_step"] == 0 and ev["windows"] == (5 if split == "test" else 3)
         assert 0 < ev["metrics"]["CRPS-Sum"] < 0.1
-        assert "| rw | 0 | 0 |" in (out / "summary.md").read_text()
+        assert "| rw | none | 0 | 0 |" in (out / "summary.md").read_text()
 
 
 def test_peer_arrays_are_scored_on_the_same_windows(tmp_path):

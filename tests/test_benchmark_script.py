@@ -18,17 +18,21 @@ def test_benchmark_script_smoke(tmp_path):
     write_fake_archive(tmp_path / "data", T=200)
     out = tmp_path / "out"
     code = crps_sum.main(["--dataset", "exchange_rate_nips", "--data-dir", str(tmp_path / "data"), "--sde", "vsuld",
-                          "--seeds", "0", "--out", str(out), "--quick", "--eval-steps", "2", "3", "--set", *TINY])
+                          "--seeds", "0", "--out", str(out), "--quick", "--eval-samplers", "heun:2", "splitting:3",
+                          "--set", *TINY])
     assert code == 0
     (run,) = list((out / "runs").glob("*.json"))
     record = json.loads(run.read_text())
     assert record["quick"] and record["seed"] == 0 and record["epochs_completed"] == 1
-    assert [e["nfe_per_step"] for e in record["evaluations"]] == [4, 6]
+    # one trained model, two samplers: Heun takes 2 score calls per step, splitting one
+    assert [(e["sampler"], e["sampler_steps"], e["nfe_per_step"]) for e in record["evaluations"]] == [
+        ("heun", 2, 4), ("splitting", 3, 3)]
     for ev in record["evaluations"]:
         assert np.isfinite(ev["metrics"]["CRPS-Sum"]) and ev["metrics"]["CRPS-Sum"] > 0
         assert 0 <= ev["metrics"]["coverage_90"] <= 1
     assert record["peak_rss_mb"] > 0 and record["train_time_s"] > 0
-    assert "| vsuld | 4 | 0 |" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "| vsuld | heun | 4 | 0 |" in summary and "| vsuld | splitting | 3 | 0 |" in summary
     assert list((out / "figures").glob("*.png"))
 
 
