@@ -148,8 +148,9 @@ def train(config: TrainConfig) -> dict:
     if start_loss is not None:
         summary["eval_loss_start"] = start_loss
     save_grid(eval_x[: cfg.num_samples], out / "data.png")
-    save_grid(generate(ema_model, cfg.num_samples, cfg.sample_steps, seed=cfg.seed, data_var=data_var, device=device),
-              out / "samples.png")
+    # the final grid takes minutes on a CPU: show a bar rather than go silent
+    save_grid(generate(ema_model, cfg.num_samples, cfg.sample_steps, seed=cfg.seed, data_var=data_var, device=device,
+                       progress=cfg.progress), out / "samples.png")
     summary["samples"] = str(out / "samples.png")
     if cfg.fid_num or cfg.fid_inception:
         summary.update(_fid_after_training(cfg, ema_model, data, data_var, device))
