@@ -39,15 +39,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from vsmd_ts.diffusion import get_sampler, make_sde, time_grid  # noqa: E402
+from vsmd_ts.diffusion import SDE_NAMES, get_sampler, make_sde, time_grid  # noqa: E402
+from vsmd_ts.diffusion.gaussian import exact_score_fn, marginal as gaussian_marginal  # noqa: E402
 
-SDES = ("vsuld", "vscld", "cld", "uld", "vsdm", "vp")
+SDES = SDE_NAMES
 DETERMINISTIC = ("heun", "exp_heun", "exp_ab2", "exp_ab3", "exp_pc3")
 STOCHASTIC = ("euler_maruyama", "splitting")
 GRIDS = {"uniform": dict(rho=1.0), "rho1.5": dict(rho=1.5), "rho2": dict(rho=2.0), "log": dict(spacing="log")}
 STEPS = (5, 10, 20, 40, 80)
 DEFAULT = ("exp_pc3", "rho1.5", 20)  # recommended (sampler, grid, steps)
-PAPER = ("heun", "uniform")  # today's default sampler and grid
+PAPER = ("heun", "uniform")  # the paper's sampler and grid (the estimator's default before 2026-11-23)
 
 f64 = torch.float64
 DATA_MEAN = torch.tensor([1.0, -2.0, 0.5], dtype=f64)
@@ -59,46 +60,20 @@ A_V = torch.tensor([0.1, -0.15, 0.2])  # "learned" A_v of the VS SDEs, one per c
 
 def build_sde(name: str, beta: float):
     """The SDE as the estimator builds it; ``beta`` is ``beta_max`` for VP."""
-    sde = make_sde(name, (3,), beta=beta, **({"damping_ratio": 0.7} if name in ("vsuld", "uld") else {}))
+    sde = make_sde(name, (3,), beta=beta)  # registry defaults: R = 0.7 for vsuld / uld
     if sde.learns_A:
         sde.A.set_(A_V)
     return sde
 
 
-def _full(blocks: torch.Tensor) -> torch.Tensor:
-    """Per-coordinate ``(d, K, K)`` blocks -> ``(K d, K d)`` matrix, index ``k d + i``."""
-    d, K, _ = blocks.shape
-    out = torch.zeros(K * d, K * d, dtype=blocks.dtype)
-    for k in range(K):
-        for j in range(K):
-            out[k * d : (k + 1) * d, j * d : (j + 1) * d] = torch.diag(blocks[:, k, j])
-    return out
-
-
 def marginal(sde, t: float):
-    """Mean ``(K d,)`` and covariance ``(K d, K d)`` of ``a_t`` for the Gaussian data."""
-    d, K = len(DATA_MEAN), sde.num_channels
-    tr = sde.transition(torch.tensor(float(t), dtype=f64), sigma0=torch.zeros(K, K, dtype=f64))
-    Phi, noise = _full(tr.mean_coef.expand(d, K, K)), _full(tr.cov.expand(d, K, K))
-    mean0, cov0 = torch.zeros(K * d, dtype=f64), torch.eye(K * d, dtype=f64)  # v_0 ~ N(0, I)
-    mean0[:d], cov0[:d, :d] = DATA_MEAN, DATA_COV
-    return Phi @ mean0, Phi @ cov0 @ Phi.T + noise
+    """Mean ``(K d,)`` and covariance ``(K d, K d)`` of ``a_t`` for the benchmark's Gaussian data."""
+    return gaussian_marginal(sde, DATA_MEAN, DATA_COV, t)
 
 
 def exact_score(sde):
     """``score_fn(a, t, cond)``: exact last-channel score of the Gaussian marginal."""
-    d, K = len(DATA_MEAN), sde.num_channels
-    cache = {}
-
-    def score_fn(a, t, cond=None):
-        key = float(t[0])
-        if key not in cache:
-            mu, C = marginal(sde, key)
-            cache[key] = (mu, torch.linalg.inv(C)[(K - 1) * d :])
-        mu, P = cache[key]
-        return (-(a.to(f64).reshape(len(a), K * d) - mu) @ P.T).to(a.dtype)
-
-    return score_fn
+    return exact_score_fn(sde, DATA_MEAN, DATA_COV)
 
 
 def errors(mean: torch.Tensor, cov: torch.Tensor):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gaussian import exact_score_fn
+from vsmd_ts.diffusion.gaussian import exact_score_fn
 from vsmd_ts.diffusion import (
     AlternationSchedule,
     DSMLoss,

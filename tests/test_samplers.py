@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gaussian import exact_sample, exact_score_fn
+from vsmd_ts.diffusion.gaussian import exact_sample, exact_score_fn
 from vsmd_ts.diffusion import SAMPLERS, get_sampler, make_sde, time_grid
 from vsmd_ts.diffusion import expint
 
@@ -62,7 +62,7 @@ def test_prior_covariance_kinds():
     stationary = sde.prior_cov("stationary")
     torch.testing.assert_close(stationary, sde.stationary_cov().expand_as(stationary))
     # "data" prior equals the exact marginal at T for standardised independent data
-    from gaussian import marginal
+    from vsmd_ts.diffusion.gaussian import marginal
 
     _, C = marginal(sde, torch.zeros(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64), sde.T)
     P = sde.prior_cov("data", data_var=1.0)
