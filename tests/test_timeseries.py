@@ -89,6 +89,16 @@ def test_variational_score_is_learned_during_training():
     assert (module.model.sde.A_v == 0).all() and module.A_status is None
 
 
+def test_newton_A_update_on_fixed_prior_trajectories():
+    """A_update="newton" leaves A at the minimiser of the last trajectories, drawn from the fixed prior."""
+    est = tiny(num_batches_per_epoch=10, trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False),
+               A_update="newton", A_prior="fixed", trajectory_sampler="splitting")
+    module = est.train_model(dataset(signal())).trained_net
+    assert module.objective.updater.prior == "fixed" and module.model.prior == "data"  # sampling keeps its prior
+    status = module.A_status
+    assert status["gap"] < 1e-5 and (status["A_v"].abs() > 0).any() and (status["A_v"].abs() < 0.4).all()
+
+
 def test_nan_targets_train_without_nan_loss():
     target = signal()
     target[1, 20:60] = np.nan

@@ -185,6 +185,11 @@ class VSMDEstimator(PyTorchLightningEstimator):
         Alternation schedule of A updates, as fractions of the run.
     trajectory_steps, num_trajectories, frozen_policy
         Backward simulations for the A update (``frozen_policy`` ``"score"`` or ``"score_minus_forward"``).
+    A_update, A_prior, trajectory_sampler
+        How A is updated: ``"gradient"`` (default: ``A_lr`` steps of the one optimiser) or ``"newton"``
+        (A set to the minimiser of the variational loss at each refresh; single process only), the prior of
+        the backward trajectories (``None``: the sampling prior; ``"fixed"`` lets A react to the data) and
+        their sampler (``"euler_maruyama"`` or ``"splitting"``, less biased at the same steps).
     batch_size, num_batches_per_epoch
         Training windows per batch and batches per epoch.
     trainer_kwargs
@@ -239,6 +244,9 @@ class VSMDEstimator(PyTorchLightningEstimator):
         trajectory_steps: PositiveWholeNumber = 50,
         num_trajectories: PositiveWholeNumber = 256,
         frozen_policy: Literal["score", "score_minus_forward"] = "score",
+        A_update: Literal["gradient", "newton"] = "gradient",
+        A_prior: Optional[Literal["data", "transition", "stationary", "fixed"]] = None,
+        trajectory_sampler: Literal["euler_maruyama", "splitting"] = "euler_maruyama",
         batch_size: PositiveWholeNumber = 32,
         num_batches_per_epoch: PositiveWholeNumber = 50,
         trainer_kwargs: Optional[Dict[str, Any]] = None,
@@ -273,14 +281,10 @@ class VSMDEstimator(PyTorchLightningEstimator):
         self.module_kwargs = dict(
             lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle,
             forward_fraction=forward_fraction, trajectory_steps=trajectory_steps, num_trajectories=num_trajectories,
-            frozen_policy=frozen_policy,
-        )
-        self.batch_size = batch_size
-        self.num_batches_per_epoch = num_batches_per_epoch
-        self.seed = seed
+            frozen_policy=frozen_policy, A_update=A_update, A_prior=A_prior, trajectory_sampler=trajectory_sampler)
+        self.batch_size, self.num_batches_per_epoch, self.seed = batch_size, num_batches_per_epoch, seed
         self.train_sampler = train_sampler or ExpectedNumInstanceSampler(
-            num_instances=1.0, min_past=self.context_length, min_future=prediction_length
-        )
+            num_instances=1.0, min_past=self.context_length, min_future=prediction_length)
         self.validation_sampler = validation_sampler or ValidationSplitSampler(min_future=prediction_length)
 
     # -------------------------------------------------------------- pipeline

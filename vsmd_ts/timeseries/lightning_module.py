@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 import lightning.pytorch as pl
 import torch
@@ -37,11 +38,18 @@ class VSMDLightningModule(pl.LightningModule):
     warmup, cooldown, cycle, forward_fraction
         :class:`~vsmd_ts.diffusion.AlternationSchedule`, as fractions of the run.
     trajectory_steps
-        Euler-Maruyama steps of the backward trajectories used for A.
+        Steps of the backward trajectories used for A.
     num_trajectories
         Trajectories simulated at the start of each A phase.
     frozen_policy
         ``"score"`` (VSMD code) or ``"score_minus_forward"`` (SB-FBSDE/VSDM).
+    A_update, trajectory_sampler
+        ``"gradient"`` (the optimiser moves A) or ``"newton"`` (A set to the
+        minimiser at each refresh, see :class:`~vsmd_ts.diffusion.VSMDObjective`);
+        sampler of the backward trajectories (``"euler_maruyama"`` or ``"splitting"``).
+    A_prior
+        Prior of the backward trajectories of the A update (``None``: the
+        sampling prior). ``"fixed"`` is the one under which A can react to the data.
     num_batches_per_epoch
         Batches per epoch; with the trainer's ``max_epochs`` it gives the run
         length that the schedule's fractions refer to (GluonTS loaders have no
@@ -62,6 +70,9 @@ class VSMDLightningModule(pl.LightningModule):
         trajectory_steps: int = 50,
         num_trajectories: int = 256,
         frozen_policy: str = "score",
+        A_update: str = "gradient",
+        A_prior: Optional[str] = None,
+        trajectory_sampler: str = "euler_maruyama",
         num_batches_per_epoch: int = 50,
     ) -> None:
         super().__init__()
@@ -75,8 +86,10 @@ class VSMDLightningModule(pl.LightningModule):
             self.model.sde,
             self.model.denoiser,
             AlternationSchedule(warmup, cooldown, cycle, forward_fraction),
-            VariationalScoreUpdater(trajectory_steps, frozen_policy, prior=self.model.prior),
+            VariationalScoreUpdater(trajectory_steps, frozen_policy, prior=A_prior or self.model.prior,
+                                    sampler=trajectory_sampler),
             num_trajectories=num_trajectories,
+            A_update=A_update,
         )
 
     def forward(self, *args, **kwargs):
