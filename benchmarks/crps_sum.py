@@ -198,8 +198,8 @@ def run_one(args, sde: str, seed: int) -> dict:
         "train_time_s": train_time,
         "train_cpu_s": train_cpu,
         "train_s_per_epoch": train_time / max(epochs_done, 1),
-        "A_mean": float(model.sde.control_trace().mean()) if model.sde.learns_A else None,
-        "A_min_max": [float(model.sde.control_trace().min()), float(model.sde.control_trace().max())]
+        "A_mean": float(model.sde.control_trace().detach().mean()) if model.sde.learns_A else None,
+        "A_min_max": [float(model.sde.control_trace().detach().min()), float(model.sde.control_trace().detach().max())]
         if model.sde.learns_A else None,
         "evaluations": [],
     })

@@ -147,7 +147,7 @@ class VSMDLightningModule(pl.LightningModule):
         if self.A_status is not None and not self.A_status["converged"]:
             logger.warning(
                 "A is still moving at the end of training (last change %.3g, distance to the minimiser of the last "
-                "forward phase %.3g): more or larger A steps (A_lr) would let it settle",
+                "forward phase %.3g): more A phases, or larger A steps (A_lr) with A_update='gradient', would let it settle",
                 self.A_status["last_change"], self.A_status["gap"],
             )
 
