@@ -85,6 +85,14 @@ def _save(fig, path) -> Path:
     return path
 
 
+def _finish(fig, axes, title: Optional[str], path) -> Path:
+    """Legend in the first panel, optional title, save."""
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_pit_histogram(metrics: Union[dict, Mapping[str, dict]], path, title: Optional[str] = None) -> Path:
     """PIT histograms, all series pooled (left) and the summed series (right).
 
@@ -119,10 +127,7 @@ def plot_pit_histogram(metrics: Union[dict, Mapping[str, dict]], path, title: Op
         ax.set_xlabel("PIT")
         ax.set_ylabel("density")
         ax.set_title(f"PIT histogram, {name}")
-    axes[0, 0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    return _finish(fig, axes, title, path)
 
 
 def plot_reliability(metrics: Union[dict, Mapping[str, dict]], path, title: Optional[str] = None) -> Path:
@@ -157,7 +162,4 @@ def plot_reliability(metrics: Union[dict, Mapping[str, dict]], path, title: Opti
         ax.set_xlabel("quantile level")
         ax.set_ylabel("observed frequency below")
         ax.set_title(f"reliability, {name}")
-    axes[0, 0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    return _finish(fig, axes, title, path)
