@@ -61,12 +61,7 @@ def plot_fan_chart(
     axes[-1, 0].set_xlabel(f"steps relative to the forecast start ({forecast.start_date})")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _by_label(metrics: Union[dict, Mapping[str, dict]]) -> Mapping[str, dict]:
