@@ -222,7 +222,7 @@ class VSMDModel(nn.Module):
 
     # --------------------------------------------------------------- encoder
     def _modelled(self, target, observed):
-        """The modelled sequence and its mask, ``(B, S, D)`` each, and the filled levels.
+        """The modelled sequence, its mask, the filled levels and the observed mask, ``(B, S, D)`` each.
 
         Non-finite values count as unobserved. For ``target="delta"`` step
         ``t`` holds ``y_t - y_{t-1}`` of the forward-filled levels, observed
@@ -231,17 +231,17 @@ class VSMDModel(nn.Module):
         observed = observed * torch.isfinite(target)
         levels = fill_forward(torch.where(observed > 0, target, torch.zeros_like(target)), observed)
         if self.target == "level":
-            return levels, observed, levels
+            return levels, observed, levels, observed
         delta = torch.zeros_like(levels)
         delta[:, 1:] = levels[:, 1:] - levels[:, :-1]
         mask = torch.zeros_like(observed)
         mask[:, 1:] = observed[:, 1:] * observed[:, :-1]
-        return delta, mask, levels
+        return delta, mask, levels, observed
 
     def _scale(self, values, mask, levels, observed):
-        """``loc, scale`` ``(B, 1, D)`` and static features ``(B, 2)`` from the context window."""
+        """``loc, scale`` ``(B, 1, D)`` and static features ``(B, 2 D)`` from the context window."""
         C = self.context_length
-        obs = observed[:, -C:] * torch.isfinite(levels[:, -C:])
+        obs = observed[:, -C:]
         magnitude = (levels[:, -C:].abs() * obs).sum(1, keepdim=True) / obs.sum(1, keepdim=True).clamp_min(1)
         loc, scale = robust_scale(values[:, -C:], mask[:, -C:], magnitude, self.scaling, centre=self.target == "level")
         # unit-free magnitude features: relative spread and the level in units of the scale
@@ -270,7 +270,7 @@ class VSMDModel(nn.Module):
             obs = torch.cat([past_observed_values, future_observed_values], dim=1)
             time_feat = torch.cat([past_time_feat, future_time_feat], dim=1)
         P = self._past_length
-        values, mask, levels = self._modelled(seq, obs)
+        values, mask, levels, obs = self._modelled(seq, obs)
         loc, scale, static = self._scale(values[:, :P], mask[:, :P], levels[:, :P], obs[:, :P])
         scaled = (values - loc) / scale * mask  # unobserved -> loc
         start, stop = P - self.context_length, seq.shape[1]
