@@ -117,7 +117,7 @@ def heun(
     callback: Optional[Callable] = None,
     progress: bool = False,
 ) -> SamplerOutput:
-    """Heun's 2nd-order method on the probability-flow ODE (the default sampler)."""
+    """Heun's 2nd-order method on the probability-flow ODE (the paper's sampler)."""
     nfe = 0
     for i in _steps(ts, progress, "heun"):
         t, t_next = ts[i], ts[i + 1]
