@@ -171,3 +171,25 @@ def test_time_budget_stops_and_checkpoints(tmp_path):
     summary = train(cfg, out=tmp_path)
     assert 0 < summary["steps"] < 10**7
     assert load_checkpoint(tmp_path)["global_step"] == summary["steps"]  # saved where it stopped
+
+
+def test_each_checkpoint_is_written_after_the_row_of_its_step(tmp_path, monkeypatch):
+    # a kill between the checkpoint of step k and the row of step k would lose the row for good
+    from vsmd_ts.toys import ToyConfig, train
+    from vsmd_ts.training.module import DiffusionModule
+
+    seen = []
+    original = DiffusionModule.on_save_checkpoint
+
+    def spy(self, checkpoint):
+        seen.append((self.global_step, [int(r["step"]) for r in _rows(tmp_path)]))
+        original(self, checkpoint)
+
+    monkeypatch.setattr(DiffusionModule, "on_save_checkpoint", spy)
+    cfg = ToyConfig(dataset="spiral", sde="cld", hidden=8, num_blocks=1, batch_size=32, log_every=5, ckpt_every=10,
+                    steps=30, progress=False)
+    train(cfg, out=tmp_path)
+    periodic = [(step, rows) for step, rows in seen if step in (10, 20)]
+    assert [step for step, _ in periodic] == [10, 20]
+    for step, rows in periodic:
+        assert rows and rows[-1] == step, (step, rows)

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .checkpoint import LAST
 
-__all__ = ["EMA", "ResumableCSVLogger", "SaveOnStop", "EveryNSteps", "ema_multi_avg_fn", "last_checkpoint"]
+__all__ = ["EMA", "LogRows", "ResumableCSVLogger", "SaveOnStop", "EveryNSteps", "ema_multi_avg_fn", "last_checkpoint"]
 
 
 def ema_multi_avg_fn(decay: float, warmup: bool = True):
@@ -82,6 +82,18 @@ class SaveOnStop(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             _save_last(trainer)
+
+
+class LogRows(Callback):
+    """Writes the module's metrics row of a step before that step's checkpoint.
+
+    Lightning runs callbacks' ``on_train_batch_end`` before the module's and
+    checkpoint callbacks last; logging from the module would let a kill between
+    the checkpoint and the row lose the row for good (the resumed run starts after it).
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        pl_module.log_step()
 
 
 class EveryNSteps(Callback):

@@ -148,7 +148,8 @@ class DiffusionModule(pl.LightningModule):
         if self._stage != "forward" and self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.net.parameters(), self.grad_clip)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def log_step(self) -> None:
+        """Log a metrics row if this optimiser step is due one (called by :class:`~.callbacks.LogRows`)."""
         done = self.global_step
         if self.log_every and (done % self.log_every == 0 or done == self.total_steps):
             self._log_row(done)

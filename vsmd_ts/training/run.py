@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from vsmd_ts.diffusion import TRAJECTORY_STEPS, AlternationSchedule, ScoreModel, VariationalScoreUpdater, VSMDObjective
 
-from .callbacks import EMA, EveryNSteps, ResumableCSVLogger, SaveOnStop, last_checkpoint
+from .callbacks import EMA, EveryNSteps, LogRows, ResumableCSVLogger, SaveOnStop, last_checkpoint
 from .checkpoint import load_checkpoint
 from .module import DiffusionModule, StepBatches
 
@@ -182,7 +182,7 @@ def fit(
         cfg.grad_clip, cfg.log_every, cfg.seed, eval_x, meta,
     )
     ema = EMA(cfg.ema_decay, cfg.ema_warmup)
-    trainer = _trainer(cfg, out, [ema] + [EveryNSteps(n, fn, ema) for n, fn in every])
+    trainer = _trainer(cfg, out, [ema, LogRows()] + [EveryNSteps(n, fn, ema) for n, fn in every])
     ckpt_path = None
     if resume is True and out is not None and last_checkpoint(out).is_file():
         ckpt_path = str(last_checkpoint(out))
