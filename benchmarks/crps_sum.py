@@ -152,7 +152,6 @@ def run_one(args, sde: str, seed: int) -> dict:
     from gluonts.evaluation import make_evaluation_predictions
 
     from vsmd_ts import VSMDEstimator
-    from vsmd_ts.diffusion import get_sampler
     from vsmd_ts.timeseries.metrics import evaluate_forecasts
     from vsmd_ts.timeseries.plots import plot_fan_chart
 
@@ -189,7 +188,9 @@ def run_one(args, sde: str, seed: int) -> dict:
     train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     epochs_done = out_train.trainer.current_epoch
     predictor = out_train.predictor
-    model = predictor.prediction_net.model
+    net = predictor.prediction_net
+    model = net.model
+    A_all = torch.cat([m.sde.control_trace().detach().flatten() for m in net.members]) if model.sde.learns_A else None
 
     record = base_record(args, sde, seed, dataset, synthetic)
     record.update({
@@ -198,16 +199,15 @@ def run_one(args, sde: str, seed: int) -> dict:
         "train_time_s": train_time,
         "train_cpu_s": train_cpu,
         "train_s_per_epoch": train_time / max(epochs_done, 1),
-        "A_mean": float(model.sde.control_trace().detach().mean()) if model.sde.learns_A else None,
-        "A_min_max": [float(model.sde.control_trace().detach().min()), float(model.sde.control_trace().detach().max())]
-        if model.sde.learns_A else None,
+        "A_mean": float(A_all.mean()) if A_all is not None else None,
+        "A_min_max": [float(A_all.min()), float(A_all.max())] if A_all is not None else None,
         "evaluations": [],
     })
     evals = [(cfg["estimator"]["sampler"], steps) for steps in args.eval_steps or [cfg["estimator"]["sampler_steps"]]]
     if args.eval_samplers:
         evals = [(item.split(":")[0], int(item.split(":")[1])) for item in args.eval_samplers]
     for sampler, steps in evals:
-        model.sampler_name, model.sampler, model.sampler_steps = sampler, get_sampler(sampler), steps
+        net.set_sampler(sampler, steps)
         torch.manual_seed(seed)
         t0, c0 = time.perf_counter(), time.process_time()
         forecast_it, ts_it = make_evaluation_predictions(test, predictor, num_samples=cfg["num_samples"])

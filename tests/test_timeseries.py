@@ -164,3 +164,60 @@ def test_frequency_helpers():
     assert default_lags("D") == [1, 2, 3, 7, 14]
     est = VSMDEstimator(freq="H", prediction_length=24, target_dim=2)
     assert est.context_length == 72 and est.freq == "h" and max(est.lags_seq) == 168
+
+
+def _prediction_inputs(estimator, module, data):
+    from vsmd_ts.timeseries.estimator import PREDICTION_INPUT_NAMES
+
+    transform = estimator.create_transformation() + estimator._create_instance_splitter(module, "test")
+    entry = next(iter(transform.apply(data, is_train=False)))
+    return {k: torch.as_tensor(np.asarray(entry[k]), dtype=torch.float32)[None] for k in PREDICTION_INPUT_NAMES}
+
+
+def test_ensemble_members_train_apart_and_forecasts_mix_them(tmp_path):
+    from gluonts.model.predictor import Predictor
+
+    est = tiny(ensemble_size=2, num_parallel_samples=5, num_batches_per_epoch=10, A_lr=1e-2,
+               trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False))
+    initial = est.create_lightning_module()
+    assert len(initial.members) == 2
+    w0 = [m.denoiser.state_dict() for m in initial.members]
+    assert not torch.equal(next(iter(w0[0].values())), next(iter(w0[1].values())))  # initialised apart
+    out = est.train_model(dataset(signal()[:, :-H]))
+    module = out.trained_net
+    for m in module.members:  # every member and its own A were trained
+        assert (m.sde.A_v.abs() > 0).all()
+    assert not torch.equal(module.members[0].sde.A_v, module.members[1].sde.A_v)
+
+    # path j of the forecast is path j // K of member j mod K, drawn in member order
+    inputs = _prediction_inputs(est, module, dataset(signal()))
+    module.eval()
+    with torch.no_grad():
+        torch.manual_seed(3)
+        mixed = module(**inputs)
+        torch.manual_seed(3)
+        first = module.members[0](**inputs, num_parallel_samples=3)
+        second = module.members[1](**inputs, num_parallel_samples=2)
+    assert mixed.shape == (1, 5, H, D) and torch.isfinite(mixed).all()
+    torch.testing.assert_close(mixed[:, 0::2], first)
+    torch.testing.assert_close(mixed[:, 1::2], second)
+    with torch.no_grad():
+        assert module(**inputs, num_parallel_samples=1).shape == (1, 1, H, D)  # fewer paths than members
+
+    predictor = out.predictor
+    predictor.serialize(tmp_path)
+    loaded = Predictor.deserialize(tmp_path)
+    assert len(loaded.prediction_net.members) == 2
+    torch.manual_seed(7)
+    a = next(iter(predictor.predict(dataset(signal())))).samples
+    torch.manual_seed(7)
+    b = next(iter(loaded.predict(dataset(signal())))).samples
+    np.testing.assert_array_equal(a, b)
+
+
+def test_set_sampler_reaches_every_member():
+    module = tiny(ensemble_size=3).create_lightning_module()
+    module.set_sampler("euler_maruyama", 7)
+    assert {(m.sampler_name, m.sampler_steps, m.nfe_per_step) for m in module.members} == {("euler_maruyama", 7, 7)}
+    with pytest.raises(ValueError, match="ensemble_size"):
+        tiny(ensemble_size=0)

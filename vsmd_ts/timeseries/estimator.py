@@ -192,6 +192,10 @@ class VSMDEstimator(PyTorchLightningEstimator):
         their sampler (``"euler_maruyama"`` or ``"splitting"``, less biased at the same steps).
     batch_size, num_batches_per_epoch
         Training windows per batch and batches per epoch.
+    ensemble_size
+        Models trained side by side from different initialisations (same batches, ``ensemble_size`` times the
+        training cost, same sampling cost); the forecast is their equal-weight mixture (see
+        :class:`~vsmd_ts.timeseries.lightning_module.VSMDLightningModule`).
     trainer_kwargs
         Extra ``lightning.pytorch.Trainer`` arguments (``max_epochs``,
         ``accelerator``, ``devices``, ``strategy``...). Defaults: 20 epochs (chosen on validation),
@@ -249,6 +253,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         trajectory_sampler: Literal["euler_maruyama", "splitting"] = "euler_maruyama",
         batch_size: PositiveWholeNumber = 32,
         num_batches_per_epoch: PositiveWholeNumber = 50,
+        ensemble_size: PositiveWholeNumber = 1,
         trainer_kwargs: Optional[Dict[str, Any]] = None,
         train_sampler: Optional[InstanceSampler] = None,
         validation_sampler: Optional[InstanceSampler] = None,
@@ -281,7 +286,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
         self.module_kwargs = dict(
             lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle,
             forward_fraction=forward_fraction, trajectory_steps=trajectory_steps, num_trajectories=num_trajectories,
-            frozen_policy=frozen_policy, A_update=A_update, A_prior=A_prior, trajectory_sampler=trajectory_sampler)
+            frozen_policy=frozen_policy, A_update=A_update, A_prior=A_prior, trajectory_sampler=trajectory_sampler,
+            ensemble_size=ensemble_size)
         self.batch_size, self.num_batches_per_epoch, self.seed = batch_size, num_batches_per_epoch, seed
         self.train_sampler = train_sampler or ExpectedNumInstanceSampler(
             num_instances=1.0, min_past=self.context_length, min_future=prediction_length)

@@ -10,7 +10,7 @@ import torch
 from gluonts.core.component import validated
 from gluonts.itertools import select
 
-from vsmd_ts.diffusion import AlternationSchedule, VariationalScoreUpdater, VSMDObjective, make_optimizer
+from vsmd_ts.diffusion import AlternationSchedule, VariationalScoreUpdater, VSMDObjective, get_sampler, make_optimizer
 
 from .module import VSMDModel
 
@@ -54,6 +54,12 @@ class VSMDLightningModule(pl.LightningModule):
         Batches per epoch; with the trainer's ``max_epochs`` it gives the run
         length that the schedule's fractions refer to (GluonTS loaders have no
         length Lightning could read).
+    ensemble_size
+        Number of independently initialised models (``K``) trained side by side
+        on the same batches, each with its own A; forecasts mix their samples
+        (path ``j`` comes from member ``j mod K``), so the predictive
+        distribution is the members' equal-weight mixture. Costs ``K`` times
+        the training and nothing more at sampling.
     """
 
     @validated()
@@ -74,33 +80,63 @@ class VSMDLightningModule(pl.LightningModule):
         A_prior: Optional[str] = None,
         trajectory_sampler: str = "euler_maruyama",
         num_batches_per_epoch: int = 50,
+        ensemble_size: int = 1,
     ) -> None:
         super().__init__()
-        self.model = VSMDModel(**model_kwargs)
+        if int(ensemble_size) < 1:
+            raise ValueError(f"ensemble_size must be a positive integer, got {ensemble_size}")
+        self.members = torch.nn.ModuleList(VSMDModel(**model_kwargs) for _ in range(int(ensemble_size)))
         self.lr = lr
         self.A_lr = A_lr
         self.weight_decay = weight_decay
         self.num_batches_per_epoch = num_batches_per_epoch
         self.inputs = self.model.describe_inputs()
-        self.objective = VSMDObjective(
-            self.model.sde,
-            self.model.denoiser,
-            AlternationSchedule(warmup, cooldown, cycle, forward_fraction),
-            VariationalScoreUpdater(trajectory_steps, frozen_policy, prior=A_prior or self.model.prior,
-                                    sampler=trajectory_sampler),
-            num_trajectories=num_trajectories,
-            A_update=A_update,
-        )
+        self.objectives = [
+            VSMDObjective(
+                m.sde,
+                m.denoiser,
+                AlternationSchedule(warmup, cooldown, cycle, forward_fraction),
+                VariationalScoreUpdater(trajectory_steps, frozen_policy, prior=A_prior or m.prior,
+                                        sampler=trajectory_sampler),
+                num_trajectories=num_trajectories,
+                A_update=A_update,
+            )
+            for m in self.members
+        ]
 
-    def forward(self, *args, **kwargs):
-        return self.model(*args, **kwargs)
+    @property
+    def model(self) -> VSMDModel:
+        """The first (with ``ensemble_size=1`` the only) member."""
+        return self.members[0]
 
-    def _training_inputs(self, batch):
-        return self.model.training_inputs(
+    @property
+    def objective(self) -> VSMDObjective:
+        return self.objectives[0]
+
+    def set_sampler(self, sampler: str, steps: int) -> None:
+        """Sample with ``sampler`` and ``steps`` steps per forecast step from now on (every member)."""
+        for m in self.members:
+            m.sampler_name, m.sampler, m.sampler_steps = sampler, get_sampler(sampler), int(steps)
+
+    def forward(self, *args, num_parallel_samples: Optional[int] = None, **kwargs) -> torch.Tensor:
+        """Forecast samples ``(B, S, prediction_length, D)``; path ``j`` from member ``j mod K``."""
+        S = num_parallel_samples or self.model.num_parallel_samples
+        K = len(self.members)
+        if K == 1:
+            return self.model(*args, num_parallel_samples=S, **kwargs)
+        parts = [m(*args, num_parallel_samples=len(range(k, S, K)), **kwargs) for k, m in enumerate(self.members) if k < S]
+        out = parts[0].new_empty(parts[0].shape[0], S, *parts[0].shape[2:])
+        for k, part in enumerate(parts):
+            out[:, k::K] = part
+        return out
+
+    def _member_loss(self, member: VSMDModel, objective: VSMDObjective, batch):
+        x0, cond, mask = member.training_inputs(
             **select(self.inputs, batch),
             future_target=batch["future_target"],
             future_observed_values=batch["future_observed_values"],
         )
+        return objective(self.global_step, self._total_steps(), x0, cond, mask)
 
     def _total_steps(self) -> int:
         """Optimiser steps of the whole run, as Lightning counts ``global_step``.
@@ -118,32 +154,39 @@ class VSMDLightningModule(pl.LightningModule):
         return int(steps)
 
     def training_step(self, batch, batch_idx: int):
-        x0, cond, mask = self._training_inputs(batch)
-        loss, stage = self.objective(self.global_step, self._total_steps(), x0, cond, mask)
+        # members share the schedule, hence the stage; summed, each member gets its own training's gradient
+        losses, stages = zip(*(self._member_loss(m, o, batch) for m, o in zip(self.members, self.objectives)))
+        loss, stage = sum(losses), stages[0]
         batch_size = batch["past_target"].shape[0]
         if stage == "forward":
             self.log("A_loss", loss, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         else:
             self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
         if self.model.sde.learns_A:
-            self.log("A_mean", self.model.sde.control_trace().mean(), on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+            A_mean = torch.stack([m.sde.control_trace().mean() for m in self.members]).mean()
+            self.log("A_mean", A_mean, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int):
         # the same diffusion times and noise at every epoch, so val_loss compares checkpoints, not draws
         with torch.random.fork_rng(devices=[] if batch["past_target"].device.type == "cpu" else None):
             torch.manual_seed(batch_idx)
-            val_loss = self.model.loss(
-                **select(self.inputs, batch),
-                future_target=batch["future_target"],
-                future_observed_values=batch["future_observed_values"],
-            ).mean()
+            val_loss = sum(
+                m.loss(
+                    **select(self.inputs, batch),
+                    future_target=batch["future_target"],
+                    future_observed_values=batch["future_observed_values"],
+                ).mean()
+                for m in self.members
+            ) / len(self.members)
         self.log("val_loss", val_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["past_target"].shape[0], sync_dist=True)
         return val_loss
 
     def on_train_end(self) -> None:
         # the end-of-training A diagnostic of the core: logged, not raised (the run is over)
-        self.A_status = self.objective.A_status(warn=False)
+        statuses = [o.A_status(warn=False) for o in self.objectives]
+        # the least settled member speaks for the ensemble
+        self.A_status = next((st for st in statuses if st is not None and not st["converged"]), statuses[0])
         if self.A_status is not None and not self.A_status["converged"]:
             logger.warning(
                 "A is still moving at the end of training (last change %.3g, distance to the minimiser of the last "
@@ -152,4 +195,4 @@ class VSMDLightningModule(pl.LightningModule):
             )
 
     def configure_optimizers(self):
-        return make_optimizer(self.model, lr=self.lr, A_lr=self.A_lr, weight_decay=self.weight_decay)
+        return make_optimizer(self.members, lr=self.lr, A_lr=self.A_lr, weight_decay=self.weight_decay)
