@@ -219,5 +219,7 @@ def test_set_sampler_reaches_every_member():
     module = tiny(ensemble_size=3).create_lightning_module()
     module.set_sampler("euler_maruyama", 7)
     assert {(m.sampler_name, m.sampler_steps, m.nfe_per_step) for m in module.members} == {("euler_maruyama", 7, 7)}
+    module.set_sampler("heun", 5)  # two score calls per step, counted by the sampler itself
+    assert {m.nfe_per_step for m in module.members} == {10}
     with pytest.raises(ValueError, match="ensemble_size"):
         tiny(ensemble_size=0)

@@ -331,5 +331,13 @@ class VSMDModel(nn.Module):
 
     @property
     def nfe_per_step(self) -> int:
-        """Score evaluations per forecast step and sample path."""
-        return (2 if "heun" in self.sampler_name else 1) * self.sampler_steps
+        """Score evaluations per forecast step and sample path, as the sampler counts them.
+
+        Runs the sampler once on one prior draw with a zero score (the count
+        does not depend on the score) and reads ``SamplerOutput.nfe``.
+        """
+        device = next(self.parameters()).device
+        ts = time_grid(self.sde, self.sampler_steps, self.time_grid_rho, device=device)
+        a = self.sde.prior_sample(1, kind=self.prior, device=device)
+        with torch.no_grad(), torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+            return self.sampler(lambda a, t, cond: torch.zeros_like(a[:, -1]), self.sde, a, ts).nfe
