@@ -233,6 +233,22 @@ def test_config_errors():
         train(ToyConfig(sde="cld", damping_ratio=0.7, **TINY))
 
 
+def test_toy_config_is_a_fit_config_with_toy_defaults():
+    from dataclasses import fields
+
+    from vsmd_ts.toys.train import _fit_config
+    from vsmd_ts.training import FitConfig
+
+    cfg = ToyConfig(steps=1000)
+    assert isinstance(cfg, FitConfig)
+    fit = _fit_config(cfg, [1.0, 64.0])
+    shared = {f.name for f in fields(FitConfig)} - {"lr_warmup", "data_var"}
+    assert all(getattr(fit, k) == getattr(cfg, k) for k in shared)
+    assert (fit.lr_warmup, fit.data_var, fit.prior, fit.ema_warmup) == (20, [1.0, 64.0], "transition", False)
+    assert _fit_config(ToyConfig(steps=1000, lr_schedule="constant"), [1.0, 1.0]).lr_warmup == 0
+    assert _fit_config(ToyConfig(steps=1000, lr_warmup=7), [1.0, 1.0]).lr_warmup == 7
+
+
 # ------------------------------------------------------------ CLI and plots
 def test_cli_train_sample_and_plots(tmp_path, capsys):
     out = tmp_path / "run"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Optional, Union
 
@@ -23,25 +23,26 @@ import torch
 
 from vsmd_ts.diffusion import (
     SDE_NAMES,
-    TRAJECTORY_STEPS,
-    AlternationSchedule,
     ResidualMLP,
     ScoreModel,
     evaluation_loss,
     make_sde,
 )
 
+from vsmd_ts.training.config import FitConfig
+
 from .data import get_dataset
 from .sampling import PRIORS, evaluate
 
 __all__ = ["ToyConfig", "build_model", "load_checkpoint", "model_from_checkpoint", "train"]
 
-_SCHEDULE = AlternationSchedule()  # the core's alternation defaults
-
-
 @dataclass
-class ToyConfig:
+class ToyConfig(FitConfig):
     """Configuration of one toy run (all fields are plain values, saved in the checkpoint).
+
+    Optimisation, Algorithm 1 and run-control fields are those of
+    :class:`~vsmd_ts.training.FitConfig`; the toys change only the defaults
+    listed here and add their data, network and evaluation fields.
 
     Parameters
     ----------
@@ -55,34 +56,25 @@ class ToyConfig:
         R for ``vsuld``/``uld`` (default 0.7, as in the paper's toys).
     prior
         Sampling prior (also the start of the simulated trajectories of the
-        A update): ``transition`` (the paper's), ``data`` or ``stationary``.
+        A update): ``transition`` (the paper's, default), ``data`` or ``stationary``.
     hidden, num_blocks
         Width and depth of the residual MLP (the authors use 256 and 6).
-    steps, batch_size
-        Optimiser steps and batch size.
-    lr, A_lr
-        Learning rates of the network and of A.
-    lr_schedule
-        ``"cosine"``: the network's learning rate decays from ``lr`` to
-        ``lr / 10`` over the run (a short linear warm-up of 2 % first);
-        ``"constant"``. A's learning rate is constant.
-    ema_decay
-        EMA decay of all weights (network and A).
-    grad_clip
-        Gradient-norm clip of the network (0: off).
-    warmup, cooldown, cycle, forward_fraction
-        Alternation schedule as fractions of ``steps``, see
-        :class:`~vsmd_ts.diffusion.AlternationSchedule`.
-    num_trajectories, trajectory_steps
-        Backward trajectories (Euler-Maruyama steps) per A phase.
-    frozen_policy
-        ``score`` (VSMD code) or ``score_minus_forward`` (VSDM).
-    seed
-        Seeds the initial weights, the data stream and the diffusion noise.
-    log_every, ckpt_every
-        Steps between rows of ``metrics.csv`` and between checkpoints (0: off).
-    max_minutes
-        Time budget of this call (``None``: none); training checkpoints and stops.
+    batch_size
+        Points per optimiser step.
+    A_lr
+        Learning rate of A (default 1e-2).
+    lr_schedule, lr_warmup
+        ``"cosine"`` (default): the network's learning rate decays from ``lr``
+        to ``lr / 10`` over the run after a linear warm-up of ``lr_warmup``
+        steps (``None``: 2 % of the run); ``"constant"``. A's is constant.
+    ema_decay, ema_warmup
+        EMA of all weights (network and A): 0.995, no warm-up, by default.
+    num_trajectories
+        Backward trajectories per A phase (default 512).
+    data_var
+        Per-axis data variance for the ``data`` prior (``None``: the dataset's).
+    ckpt_every, progress
+        Checkpoint every 500 steps and show a progress bar by default.
     resume
         Continue from ``OUT/last.ckpt`` when it exists.
     eval_every
@@ -90,41 +82,32 @@ class ToyConfig:
         (0: none), with ``eval_num`` samples and ``eval_steps`` Heun steps.
     threads
         ``torch.set_num_threads`` (0: leave as is).
-    progress
-        tqdm bar.
     """
 
+    # FitConfig fields whose toy defaults differ
+    prior: str = "transition"
+    A_lr: float = 1e-2
+    lr_schedule: str = "cosine"
+    lr_warmup: Optional[int] = None
+    ema_decay: float = 0.995
+    ema_warmup: bool = False
+    num_trajectories: int = 512
+    data_var: object = None
+    ckpt_every: int = 500
+    progress: bool = True
+    # toy-only fields
     dataset: str = "spiral-8y"
     sde: str = "vsuld"
     beta: float = 5.0
     damping_ratio: Optional[float] = None
-    prior: str = "transition"
     hidden: int = 128
     num_blocks: int = 3
-    steps: int = 2000
     batch_size: int = 512
-    lr: float = 1e-3
-    A_lr: float = 1e-2
-    lr_schedule: str = "cosine"
-    ema_decay: float = 0.995
-    grad_clip: float = 1.0
-    warmup: float = _SCHEDULE.warmup
-    cooldown: float = _SCHEDULE.cooldown
-    cycle: float = _SCHEDULE.cycle
-    forward_fraction: float = _SCHEDULE.forward_fraction
-    num_trajectories: int = 512
-    trajectory_steps: int = TRAJECTORY_STEPS
-    frozen_policy: str = "score"
-    seed: int = 0
-    log_every: int = 50
-    ckpt_every: int = 500
-    max_minutes: Optional[float] = None
     resume: bool = False
     eval_every: int = 0
     eval_num: int = 2000
     eval_steps: int = 25
     threads: int = 0
-    progress: bool = True
 
     def validate(self) -> "ToyConfig":
         get_dataset(self.dataset)  # raises on an unknown name
@@ -203,17 +186,10 @@ def model_from_checkpoint(ckpt: Union[dict, str, os.PathLike], ema: bool = True)
     return model, cfg, list(ckpt["vsmd"]["data_var"])
 
 
-def _fit_config(cfg: ToyConfig, data_var: list):
-    from vsmd_ts.training import FitConfig
-
-    return FitConfig(
-        steps=cfg.steps, lr=cfg.lr, A_lr=cfg.A_lr, lr_warmup=max(1, round(0.02 * cfg.steps)) if cfg.lr_schedule == "cosine" else 0,
-        lr_schedule=cfg.lr_schedule, grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, ema_warmup=False,
-        warmup=cfg.warmup, cooldown=cfg.cooldown, cycle=cfg.cycle, forward_fraction=cfg.forward_fraction,
-        num_trajectories=cfg.num_trajectories, trajectory_steps=cfg.trajectory_steps, frozen_policy=cfg.frozen_policy,
-        prior=cfg.prior, data_var=data_var, seed=cfg.seed, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
-        max_minutes=cfg.max_minutes, progress=cfg.progress,
-    )
+def _fit_config(cfg: ToyConfig, data_var: list) -> FitConfig:
+    fit_cfg = FitConfig(**{f.name: getattr(cfg, f.name) for f in fields(FitConfig)})
+    warmup = cfg.lr_warmup if cfg.lr_warmup is not None else max(1, round(0.02 * cfg.steps))
+    return replace(fit_cfg, lr_warmup=warmup if cfg.lr_schedule == "cosine" else 0, data_var=data_var)
 
 
 def train(cfg: ToyConfig, out: Optional[Union[str, os.PathLike]] = None) -> dict:
@@ -240,7 +216,7 @@ def train(cfg: ToyConfig, out: Optional[Union[str, os.PathLike]] = None) -> dict
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     dataset = get_dataset(cfg.dataset)
-    data_var = dataset.variance().tolist()
+    data_var = list(cfg.data_var) if cfg.data_var is not None else dataset.variance().tolist()
     torch.manual_seed(cfg.seed)  # initial weights
     model = build_model(cfg)
 

@@ -11,6 +11,7 @@ on first use).
 from importlib import import_module
 
 from .checkpoint import load_checkpoint, state_dicts
+from .config import FitConfig
 from .sampling import Samples, draw_samples
 
 _LAZY = {
@@ -20,12 +21,11 @@ _LAZY = {
     "EMA": "callbacks",
     "ResumableCSVLogger": "callbacks",
     "ema_multi_avg_fn": "callbacks",
-    "FitConfig": "run",
     "FitResult": "run",
     "fit": "run",
 }
 
-__all__ = sorted([*_LAZY, "Samples", "draw_samples", "load_checkpoint", "state_dicts"])
+__all__ = sorted([*_LAZY, "FitConfig", "Samples", "draw_samples", "load_checkpoint", "state_dicts"])
 
 
 def __getattr__(name):
