@@ -74,8 +74,9 @@ def parse_args(argv=None):
     p.add_argument("--val-windows", type=int, default=25,
                    help="number of validation windows: non-overlapping windows of prediction_length ending at the end "
                         "of the training range (used by --split validation and by the baselines' window choice)")
-    p.add_argument("--eval-samplers", nargs="+", default=None, metavar="SAMPLER:STEPS",
-                   help="evaluate each trained model with these samplers (overrides --eval-steps)")
+    p.add_argument("--eval-samplers", nargs="+", default=None, metavar="SAMPLER:STEPS[:RHO]",
+                   help="evaluate each trained model with these samplers, optionally on a time grid of spacing RHO "
+                        "(default: the config's; overrides --eval-steps)")
     p.add_argument("--eval-steps", nargs="+", type=int, default=None,
                    help="sampler step counts to evaluate each trained model with (default: the config's)")
     p.add_argument("--quick", action="store_true", help="short smoke run (results marked quick)")
@@ -203,24 +204,25 @@ def run_one(args, sde: str, seed: int) -> dict:
         "A_min_max": [float(A_all.min()), float(A_all.max())] if A_all is not None else None,
         "evaluations": [],
     })
-    evals = [(cfg["estimator"]["sampler"], steps) for steps in args.eval_steps or [cfg["estimator"]["sampler_steps"]]]
+    rho = cfg["estimator"].get("time_grid_rho", 1.0)
+    evals = [(cfg["estimator"]["sampler"], steps, rho) for steps in args.eval_steps or [cfg["estimator"]["sampler_steps"]]]
     if args.eval_samplers:
-        evals = [(item.split(":")[0], int(item.split(":")[1])) for item in args.eval_samplers]
-    for sampler, steps in evals:
-        net.set_sampler(sampler, steps)
+        evals = [parse_eval_sampler(item, rho) for item in args.eval_samplers]
+    for sampler, steps, rho in evals:
+        net.set_sampler(sampler, steps, rho)
         torch.manual_seed(seed)
         t0, c0 = time.perf_counter(), time.process_time()
         forecast_it, ts_it = make_evaluation_predictions(test, predictor, num_samples=cfg["num_samples"])
         forecasts, tss = list(forecast_it), list(ts_it)
         sample_time, sample_cpu = time.perf_counter() - t0, time.process_time() - c0
-        ev = {"sampler": model.sampler_name, "sampler_steps": steps, "nfe_per_step": model.nfe_per_step,
+        ev = {"sampler": model.sampler_name, "sampler_steps": steps, "time_grid_rho": rho, "nfe_per_step": model.nfe_per_step,
               "sample_time_s": sample_time, "sample_cpu_s": sample_cpu, "num_samples": cfg["num_samples"],
               "windows": len(forecasts)}
         if synthetic:
             ev["metrics"] = None  # random data: no accuracy
         else:
             ev["metrics"] = evaluate_forecasts(forecasts, tss)
-            if (sampler, steps) == evals[0] and seed == args.seeds[0]:
+            if (sampler, steps, rho) == evals[0] and seed == args.seeds[0]:
                 plot_fan_chart(forecasts[-1], tss[-1], out / "figures" / f"{record['name']}.png", dims=(0, 1, 2, 3),
                                title=f"{sde} on {dataset} ({args.split}), seed {seed}, {model.nfe_per_step} NFE/step")
         record["evaluations"].append(ev)
@@ -294,6 +296,14 @@ def run_baseline(args, name: str, seed: int) -> dict:
     return record
 
 
+def parse_eval_sampler(item: str, rho: float = 1.0) -> tuple:
+    """``"SAMPLER:STEPS[:RHO]"`` -> ``(sampler, steps, rho)`` (``rho`` defaults to the config's)."""
+    parts = item.split(":")
+    if len(parts) not in (2, 3):
+        raise ValueError(f"--eval-samplers item {item!r} is not SAMPLER:STEPS or SAMPLER:STEPS:RHO")
+    return parts[0], int(parts[1]), float(parts[2]) if len(parts) == 3 else rho
+
+
 def _fmt(values, digits=4):
     values = [v for v in values if v is not None]
     if not values:
@@ -321,7 +331,8 @@ def summarize(out: Path, records) -> str:
     by_key = {}
     for r in records:
         for ev in r["evaluations"]:
-            by_key.setdefault((r["sde"], ev["sampler"], ev["nfe_per_step"]), []).append((r, ev))
+            sampler = ev["sampler"] + (f" rho {ev['time_grid_rho']:g}" if ev.get("time_grid_rho", 1.0) != 1.0 else "")
+            by_key.setdefault((r["sde"], sampler, ev["nfe_per_step"]), []).append((r, ev))
     order = {s: i for i, s in enumerate(SDES)}
     for (sde, sampler, nfe), rows in sorted(by_key.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1], kv[0][2])):
         seeds = ",".join(str(r["seed"]) for r, _ in rows)

@@ -113,10 +113,13 @@ class VSMDLightningModule(pl.LightningModule):
     def objective(self) -> VSMDObjective:
         return self.objectives[0]
 
-    def set_sampler(self, sampler: str, steps: int) -> None:
-        """Sample with ``sampler`` and ``steps`` steps per forecast step from now on (every member)."""
+    def set_sampler(self, sampler: str, steps: int, time_grid_rho: Optional[float] = None) -> None:
+        """Sample with ``sampler``, ``steps`` steps per forecast step (and grid spacing ``time_grid_rho``
+        when given) from now on, in every member."""
         for m in self.members:
             m.sampler_name, m.sampler, m.sampler_steps = sampler, get_sampler(sampler), int(steps)
+            if time_grid_rho is not None:
+                m.time_grid_rho = float(time_grid_rho)
 
     def forward(self, *args, num_parallel_samples: Optional[int] = None, **kwargs) -> torch.Tensor:
         """Forecast samples ``(B, S, prediction_length, D)``; path ``j`` from member ``j mod K``."""
