@@ -176,9 +176,9 @@ def run_one(args, sde: str, seed: int) -> dict:
     if synthetic and not any(s.startswith("max_epochs=") for s in args.set):
         cfg["max_epochs"] = 1
     trainer_kwargs = {
-        "max_epochs": cfg["max_epochs"],
         "max_time": datetime.timedelta(minutes=args.max_train_minutes),
         "enable_progress_bar": args.progress,
+        **({"max_epochs": cfg["max_epochs"]} if "max_epochs" in cfg else {}),
     }
     estimator = VSMDEstimator(
         freq=data.freq, prediction_length=data.prediction_length, target_dim=data.target_dim, sde=sde, seed=seed,
@@ -194,8 +194,11 @@ def run_one(args, sde: str, seed: int) -> dict:
     A_all = torch.cat([m.sde.control_trace().detach().flatten() for m in net.members]) if model.sde.learns_A else None
 
     record = base_record(args, sde, seed, dataset, synthetic)
+    resolved = {**estimator.model_kwargs, **estimator.module_kwargs, "max_epochs": estimator.trainer_kwargs["max_epochs"],
+                "batch_size": estimator.batch_size, "num_batches_per_epoch": estimator.num_batches_per_epoch}
     record.update({
         "config": cfg,
+        "resolved_config": resolved,
         "epochs_completed": epochs_done,
         "train_time_s": train_time,
         "train_cpu_s": train_cpu,
@@ -204,8 +207,8 @@ def run_one(args, sde: str, seed: int) -> dict:
         "A_min_max": [float(A_all.min()), float(A_all.max())] if A_all is not None else None,
         "evaluations": [],
     })
-    rho = cfg["estimator"].get("time_grid_rho", 1.0)
-    evals = [(cfg["estimator"]["sampler"], steps, rho) for steps in args.eval_steps or [cfg["estimator"]["sampler_steps"]]]
+    rho = resolved["time_grid_rho"]
+    evals = [(resolved["sampler"], steps, rho) for steps in args.eval_steps or [resolved["sampler_steps"]]]
     if args.eval_samplers:
         evals = [parse_eval_sampler(item, rho) for item in args.eval_samplers]
     for sampler, steps, rho in evals:

@@ -24,6 +24,10 @@ def test_benchmark_script_smoke(tmp_path):
     (run,) = list((out / "runs").glob("*.json"))
     record = json.loads(run.read_text())
     assert record["quick"] and record["seed"] == 0 and record["epochs_completed"] == 1
+    # the record holds the configuration the estimator resolved from its and the registry's defaults
+    resolved = record["resolved_config"]
+    assert resolved["beta"] == 10.0 and resolved["damping_ratio"] == 0.7 and resolved["hidden_size"] == 8
+    assert resolved["max_epochs"] == 1 and resolved["sampler"] == "splitting"
     # one trained model, two samplers: Heun takes 2 score calls per step, splitting one
     assert [(e["sampler"], e["sampler_steps"], e["nfe_per_step"]) for e in record["evaluations"]] == [
         ("heun", 2, 4), ("splitting", 3, 3)]
