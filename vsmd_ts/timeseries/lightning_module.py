@@ -160,11 +160,11 @@ class VSMDLightningModule(pl.LightningModule):
         # members share the schedule, hence the stage; summed, each member gets its own training's gradient
         losses, stages = zip(*(self._member_loss(m, o, batch) for m, o in zip(self.members, self.objectives)))
         loss, stage = sum(losses), stages[0]
-        batch_size = batch["past_target"].shape[0]
+        batch_size, per_member = batch["past_target"].shape[0], loss.detach() / len(self.members)
         if stage == "forward":
-            self.log("A_loss", loss, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+            self.log("A_loss", per_member, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         else:
-            self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
+            self.log("train_loss", per_member, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
         if self.model.sde.learns_A:
             A_mean = torch.stack([m.sde.control_trace().mean() for m in self.members]).mean()
             self.log("A_mean", A_mean, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
