@@ -284,10 +284,9 @@ class VSMDEstimator(PyTorchLightningEstimator):
             loss_positions=loss_positions, progress=progress,
         )
         self.module_kwargs = dict(
-            lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle,
+            lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle, A_update=A_update,
             forward_fraction=forward_fraction, trajectory_steps=trajectory_steps, num_trajectories=num_trajectories,
-            frozen_policy=frozen_policy, A_update=A_update, A_prior=A_prior, trajectory_sampler=trajectory_sampler,
-            ensemble_size=ensemble_size)
+            frozen_policy=frozen_policy, A_prior=A_prior, trajectory_sampler=trajectory_sampler, ensemble_size=ensemble_size)
         self.batch_size, self.num_batches_per_epoch, self.seed = batch_size, num_batches_per_epoch, seed
         self.train_sampler = train_sampler or ExpectedNumInstanceSampler(
             num_instances=1.0, min_past=self.context_length, min_future=prediction_length)
