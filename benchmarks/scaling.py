@@ -78,7 +78,7 @@ def generic_blocks(sde: MomentumSDE, t: torch.Tensor):
     B = sde._time_view(sde.beta_int(t.double()))
     F = sde.drift_matrix()
     Phi = expm_block(F * B)
-    cov = lyapunov_integral(F, sde._noise_block("cpu"), B, sde.stationary_cov())
+    cov = lyapunov_integral(F, sde.noise_block("cpu"), B, sde.stationary_cov())
     S0 = sde._initial_cov("cpu")
     if bool((S0 != 0).any()):
         cov = cov + congruence(Phi, S0)

@@ -57,7 +57,7 @@ def test_fused_transition_matches_60_digit_reference(name, kw):
     t = torch.tensor(TIMES, dtype=torch.float64)
     tr = sde.transition(t)
     F = sde.drift_matrix()
-    Q = sde._noise_block("cpu").tolist()
+    Q = sde.noise_block("cpu").tolist()
     S0 = sde._initial_cov("cpu").tolist()
     B = sde.beta_int(t)
     worst = {}
@@ -80,7 +80,7 @@ def _generic(sde, t):
     B = sde._time_view(sde.beta_int(t))
     F = sde.drift_matrix()
     Phi = expm_block(F * B)
-    cov = lyapunov_integral(F, sde._noise_block("cpu"), B, sde.stationary_cov()) + congruence(Phi, sde._initial_cov("cpu"))
+    cov = lyapunov_integral(F, sde.noise_block("cpu"), B, sde.stationary_cov()) + congruence(Phi, sde._initial_cov("cpu"))
     return Phi, cov, cholesky_block(cov)
 
 

@@ -19,7 +19,7 @@ def build(name, **kw):
 def lyapunov_rk4(sde, t, n=400):
     """Integrate dSigma/dt = beta(t) (F S + S F^T + Q), dPhi/dt = beta(t) F Phi by RK4 (float64)."""
     F = sde.drift_matrix()
-    Q = sde._noise_block("cpu")
+    Q = sde.noise_block("cpu")
     S = sde._initial_cov("cpu").expand_as(F).clone()
     P = torch.eye(F.shape[-1], dtype=torch.float64).expand_as(F).clone()
     h = t / n

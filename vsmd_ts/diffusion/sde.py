@@ -141,8 +141,6 @@ class LinearSDE(nn.Module):
         Q[-1, -1] = self.noise_var
         return Q
 
-    _noise_block = noise_block  # old private name, kept for callers not yet moved
-
     def _initial_cov(self, device) -> torch.Tensor:
         K = self.num_channels
         S0 = torch.zeros(K, K, dtype=torch.float64, device=device)
