@@ -217,9 +217,14 @@ def bench_shape(shape: str, threads: int, repeats: int, sample_repeats: int, num
            "batch_size": est.batch_size, "context_length": est.context_length, "lags": est.lags_seq,
            "rnn_input_size": model.rnn.input_size, "parameters": sum(p.numel() for p in module.parameters())}
 
+    def training_inputs():
+        inputs = {k: batch[k] for k in module.inputs}  # the past and future inputs the model reads
+        return model.training_inputs(**inputs, future_target=batch["future_target"],
+                                     future_observed_values=batch["future_observed_values"])
+
     def train_step():
         opt.zero_grad(set_to_none=True)
-        x0, cond, mask = module._training_inputs(batch)
+        x0, cond, mask = training_inputs()
         loss, stage = objective(0, 1000, x0, cond, mask)  # step 0: a score (DSM) step
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 10.0)
@@ -235,7 +240,7 @@ def bench_shape(shape: str, threads: int, repeats: int, sample_repeats: int, num
         x0d = x0.detach()
         parts = {
             "perturb (transition + a_t)": lambda: model.sde.perturb(x0d, t),
-            "rnn_encode (forward only)": lambda: module._training_inputs(batch),
+            "rnn_encode (forward only)": training_inputs,
         }
         timings.update(_median_times(parts, repeats))
         t0 = time.perf_counter()
