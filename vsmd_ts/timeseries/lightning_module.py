@@ -116,8 +116,9 @@ class VSMDLightningModule(pl.LightningModule):
     def set_sampler(self, sampler: str, steps: int, time_grid_rho: Optional[float] = None) -> None:
         """Sample with ``sampler``, ``steps`` steps per forecast step (and grid spacing ``time_grid_rho``
         when given) from now on, in every member."""
+        get_sampler(sampler)  # fail on an unknown name before changing anything
         for m in self.members:
-            m.sampler_name, m.sampler, m.sampler_steps = sampler, get_sampler(sampler), int(steps)
+            m.sampler_name, m.sampler_steps = sampler, int(steps)
             if time_grid_rho is not None:
                 m.time_grid_rho = float(time_grid_rho)
 

@@ -167,8 +167,8 @@ class VSMDModel(nn.Module):
         self.num_parallel_samples = num_parallel_samples
         self.loss_positions = loss_positions
         self.prior = prior
+        get_sampler(sampler)  # an unknown name fails here, not at the first forecast
         self.sampler_name = sampler
-        self.sampler = get_sampler(sampler)
         self.sampler_steps = sampler_steps
         self.time_grid_rho = time_grid_rho
         self.progress = progress
@@ -328,6 +328,11 @@ class VSMDModel(nn.Module):
         if self.target == "delta":
             samples = rep(last)[:, None] + samples.cumsum(dim=1)
         return samples.reshape(B, S, H, D)
+
+    @property
+    def sampler(self):
+        """The sampler function named by ``sampler_name``."""
+        return get_sampler(self.sampler_name)
 
     @property
     def nfe_per_step(self) -> int:
