@@ -132,19 +132,20 @@ def load_split(args, seed: int):
     return data, train, test
 
 
-def base_record(args, sde: str, seed: int, dataset: str, synthetic: bool) -> dict:
+def record_header(name: str, dataset: str, split: str, sde: str, seed: int, quick: bool = False) -> dict:
+    """The fields every benchmark record starts with (also the peer scripts' records)."""
     return {
-        "name": run_name(args, sde, seed),
-        "dataset": dataset,
-        "split": "synthetic" if synthetic else args.split,
-        "val_windows": args.val_windows if args.split == "validation" else None,
-        "quick": args.quick,
-        "sde": sde,
-        "seed": seed,
-        "machine": machine(),
-        "date": datetime.date.today().isoformat(),
-        "command": os.environ.get("VSMD_BENCH_COMMAND", " ".join(map(shlex.quote, sys.argv))),
+        "name": name, "dataset": dataset, "split": split, "quick": quick, "sde": sde, "seed": seed,
+        "machine": machine(), "date": datetime.date.today().isoformat(),
+        "command": os.environ.get("VSMD_BENCH_COMMAND", " ".join(["python"] + [shlex.quote(a) for a in sys.argv])),
     }
+
+
+def base_record(args, sde: str, seed: int, dataset: str, synthetic: bool) -> dict:
+    record = record_header(run_name(args, sde, seed), dataset, "synthetic" if synthetic else args.split, sde, seed,
+                           args.quick)
+    record["val_windows"] = args.val_windows if args.split == "validation" else None
+    return record
 
 
 def run_one(args, sde: str, seed: int) -> dict:

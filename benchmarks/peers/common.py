@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
-import os
 import resource
-import shlex
 import sys
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.append(str(HERE.parent.parent))  # the checkout's vsmd_ts when it is not installed
-from crps_sum import machine  # noqa: E402
+from crps_sum import record_header  # noqa: E402
 
 
 def truth_frames(test, prediction_length: int):
@@ -49,18 +46,12 @@ def make_record(model: str, seed: int, forecasts, tss, config: dict, times: dict
           "sample_time_s": times["sample_time_s"], "sample_cpu_s": times.get("sample_cpu_s"),
           "num_samples": int(forecasts[0].samples.shape[0]), "windows": len(forecasts),
           "metrics": evaluate_forecasts(forecasts, tss)}
-    record = {
-        "name": f"{dataset}_{split}_{model}_seed{seed}", "dataset": dataset, "split": split, "quick": False,
-        "sde": model, "seed": seed, "config": config, "epochs_completed": config.get("epochs"),
+    record = record_header(f"{dataset}_{split}_{model}_seed{seed}", dataset, split, model, seed)
+    record.update({
+        "config": config, "epochs_completed": config.get("epochs"),
         "train_time_s": times["train_time_s"], "train_cpu_s": times.get("train_cpu_s"), "train_s_per_epoch": None,
-        "A_mean": None, "A_min_max": None, "evaluations": [ev], "machine": machine(),
-        "date": datetime.date.today().isoformat(),
-        "command": " ".join(["python"] + [shlex.quote(a) for a in sys.argv]),
+        "A_mean": None, "A_min_max": None, "evaluations": [ev],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    })
     record.update(extra or {})
     return record
-
-
-def cpu_note() -> str:
-    return f"{os.cpu_count()} cores shared with other jobs (timings measured under contention)"
