@@ -17,11 +17,11 @@ Priors (``kind``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 
+from vsmd_ts.training.sampling import Samples, draw_samples
 
 from .data import ToyDataset, get_dataset
 from .metrics import iqr_ratio, marginal_pmf_rmse, outside_fraction, pmf_rmse, std_ratio, straightness
@@ -38,26 +38,8 @@ def _check_prior(kind: str, data_var) -> None:
         raise ValueError("the 'data' prior needs the per-axis data variance data_var (one scalar would undo the stretch)")
 
 
-@dataclass
-class ToySamples:
-    """Generated points and (optionally) their probability-flow paths.
-
-    Attributes
-    ----------
-    x
-        Samples ``(N, 2)``.
-    traj
-        Data part of the states ``(steps + 1, N, 2)`` at the grid times, or ``None``.
-    ts
-        Grid times ``(steps + 1,)`` from ``T`` down to ``eps``.
-    nfe
-        Score evaluations per sample.
-    """
-
-    x: torch.Tensor
-    traj: Optional[torch.Tensor]
-    ts: torch.Tensor
-    nfe: int
+# what generate returns: the shared training path's samples (x (N, 2), traj, ts, nfe)
+ToySamples = Samples
 
 
 @torch.no_grad()
@@ -98,14 +80,12 @@ def generate(
     progress
         tqdm bar over the steps.
     """
-    from vsmd_ts.training import draw_samples
-
     _check_prior(prior, data_var)
     out = draw_samples(model, num, steps, sampler, prior, 1.0 if data_var is None else data_var, seed, batch_size,
                        record, torch.device("cpu"), progress)
     if not torch.isfinite(out.x).all():
         raise FloatingPointError("sampling produced NaN or inf; the model or the step count is unstable")
-    return ToySamples(out.x, out.traj, out.ts, out.nfe)
+    return out
 
 
 def evaluate(

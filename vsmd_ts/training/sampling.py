@@ -50,7 +50,7 @@ def draw_samples(model, num: int, steps: int = 50, sampler: str = "heun", prior:
     model
         ``ScoreModel(sde, net)``.
     num, steps
-        Number of samples and sampler steps (Heun: ``2 * steps - 1`` or ``2 * steps`` evaluations).
+        Number of samples and sampler steps (Heun: ``2 * steps`` evaluations).
     sampler
         A name of :data:`vsmd_ts.diffusion.SAMPLERS`.
     prior, data_var
