@@ -23,10 +23,11 @@ from .samplers import (
 )
 from .processes import MomentumSDE, OverdampedSDE, damping_transform, inverse_damping_transform
 from .sde import LinearSDE, Transition
-from .training import VSMDObjective, make_optimizer, split_A_parameters
+from .training import A_summary, VSMDObjective, make_optimizer, split_A_parameters
 from .variational import AlternationSchedule, Trajectories, VariationalScoreUpdater, simulate_backward
 
 __all__ = [
+    "A_summary",
     "AlternationSchedule",
     "DSMLoss",
     "LinearSDE",

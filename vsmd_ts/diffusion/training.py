@@ -13,7 +13,7 @@ from .nets import ScoreModel
 from .sde import LinearSDE
 from .variational import AlternationSchedule, VariationalScoreUpdater
 
-__all__ = ["A_UPDATES", "VSMDObjective", "make_optimizer", "split_A_parameters"]
+__all__ = ["A_UPDATES", "VSMDObjective", "A_summary", "make_optimizer", "split_A_parameters"]
 
 A_UPDATES = ("gradient", "newton")
 
@@ -35,6 +35,12 @@ def split_A_parameters(module: nn.Module) -> Tuple[list, list]:
                     A.append(p)
     others = [p for p in module.parameters() if p.requires_grad and id(p) not in A_ids]
     return others, A
+
+
+def A_summary(sde: LinearSDE) -> dict:
+    """``{"A_v_mean", "A_v_absmax"}`` of the SDE's variational score (zeros when it learns none)."""
+    A = sde.control_trace().detach() if sde.learns_A else torch.zeros(1)
+    return {"A_v_mean": float(A.mean()), "A_v_absmax": float(A.abs().max())}
 
 
 def make_optimizer(

@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from vsmd_ts.diffusion import evaluation_loss
+from vsmd_ts.diffusion import A_summary, evaluation_loss
 
 from .config import RUNTIME_FIELDS, TrainConfig, build_model
 from .data import ImageDataset, load_dataset
@@ -91,13 +91,6 @@ def _fit_config(cfg: TrainConfig):
     )
 
 
-def _A_stats(sde) -> dict:
-    if not sde.learns_A:
-        return {"A_v_mean": 0.0, "A_v_absmax": 0.0}
-    A = sde.control_trace().detach()
-    return {"A_v_mean": float(A.mean()), "A_v_absmax": float(A.abs().max())}
-
-
 def train(config: TrainConfig) -> dict:
     """Train (or resume) an image VSMD model; returns a summary dict.
 
@@ -143,7 +136,7 @@ def train(config: TrainConfig) -> dict:
         "start_step": res.start_step, "step": res.step, "steps": cfg.steps, "stopped_early": res.step < cfg.steps,
         "train_seconds": res.train_seconds, "global_rank": 0, "world_size": res.trainer.world_size, "device": str(device),
         "eval_loss_end": res.module.eval_loss(), "ema_eval_loss_end": res.module.eval_loss(ema_model),
-        "parameters": sum(p.numel() for p in model.net.parameters()), **_A_stats(model.sde),
+        "parameters": sum(p.numel() for p in model.net.parameters()), **A_summary(model.sde),
     }
     if start_loss is not None:
         summary["eval_loss_start"] = start_loss

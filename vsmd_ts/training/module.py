@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import IterableDataset
 
-from vsmd_ts.diffusion import ScoreModel, VSMDObjective, evaluation_loss, make_optimizer
+from vsmd_ts.diffusion import A_summary, ScoreModel, VSMDObjective, evaluation_loss, make_optimizer
 
 __all__ = ["DiffusionModule", "StepBatches", "lr_multiplier"]
 
@@ -157,9 +157,8 @@ class DiffusionModule(pl.LightningModule):
     def _log_row(self, done: int) -> None:
         row = {k: "" for k in LOSS_KEYS}
         row.update({f"loss_{k}": s / n for k, (s, n) in self._window.items()})
-        A = self.model.sde.control_trace().detach() if self.model.sde.learns_A else torch.zeros(1)
-        row.update(lr=self.trainer.optimizers[0].param_groups[0]["lr"], A_v_mean=float(A.mean()),
-                   A_v_absmax=float(A.abs().max()), train_seconds=round(self._seconds(), 2))
+        row.update(lr=self.trainer.optimizers[0].param_groups[0]["lr"], **A_summary(self.model.sde),
+                   train_seconds=round(self._seconds(), 2))
         self._window = {}
         self.history.append({"step": done, **row})
         if self.trainer.is_global_zero:
