@@ -228,7 +228,7 @@ def run_one(args, sde: str, seed: int) -> dict:
             ev["metrics"] = evaluate_forecasts(forecasts, tss)
             if (sampler, steps, rho) == evals[0] and seed == args.seeds[0]:
                 plot_fan_chart(forecasts[-1], tss[-1], out / "figures" / f"{record['name']}.png", dims=(0, 1, 2, 3),
-                               title=f"{sde} on {dataset} ({args.split}), seed {seed}, {model.nfe_per_step} NFE/step")
+                               title=f"{sde} on {dataset} ({args.split}), seed {seed}, {ev['nfe_per_step']} NFE/step")
         record["evaluations"].append(ev)
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
