@@ -94,3 +94,19 @@ def test_unknown_target_or_scaling_is_rejected():
         model(target="log")
     with pytest.raises(ValueError, match="scaling"):
         model(scaling="minmax")
+
+
+def test_scale_window_takes_the_scale_over_the_last_steps_only():
+    m = model(scale_window=4)
+    batch = inputs(m)
+    P = m._past_length
+    values, mask, levels, obs = m._modelled(batch["past_target"], batch["past_observed_values"])
+    _, scale, _ = m._scale(values, mask, levels, obs)
+    increments = np.diff(batch["past_target"][0].double().numpy(), axis=0)[-4:]  # the last 4 increments
+    assert np.allclose(scale[0, 0].double().numpy(), np.sqrt((increments**2).mean(0)), rtol=1e-5)
+    _, full, _ = model()._scale(values, mask, levels, obs)  # default: the whole context
+    increments = np.diff(batch["past_target"][0].double().numpy(), axis=0)[-C:]
+    assert np.allclose(full[0, 0].double().numpy(), np.sqrt((increments**2).mean(0)), rtol=1e-5)
+    assert P > C and not torch.allclose(scale, full)
+    with pytest.raises(ValueError, match="scale_window"):
+        model(scale_window=C + 1)

@@ -133,7 +133,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
     target_dim
         Number of series ``D``.
     context_length
-        RNN unroll and scaling window (default ``3 * prediction_length``).
+        RNN unroll (default ``3 * prediction_length``).
     lags_seq
         1-based target lags fed to the RNN (default: a handful chosen from ``freq``).
     sde
@@ -165,6 +165,9 @@ class VSMDEstimator(PyTorchLightningEstimator):
     scaling
         ``"std"`` (default), ``"mean"`` or ``"none"``; scales are floored relative to the series' magnitude, so
         forecasts do not depend on the data's units.
+    scale_window
+        Last steps of the context the scale is computed over (default: the whole context); a short window
+        follows the recent volatility.
     sampler
         ``"splitting"`` (default: the reverse SDE by symmetric splitting, chosen on exchange validation windows
         over the probability-flow samplers, see benchmarks/RESULTS.md), ``"heun"`` (probability-flow ODE),
@@ -233,6 +236,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         denoiser_blocks: PositiveWholeNumber = 3,
         target: Literal["delta", "level"] = "delta",
         scaling: Literal["std", "mean", "none"] = "std",
+        scale_window: Optional[PositiveWholeNumber] = None,
         sampler: str = "splitting",
         sampler_steps: PositiveWholeNumber = 40,
         time_grid_rho: PositiveFloat = 1.0,
@@ -278,6 +282,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
             target_dim=target_dim, prediction_length=prediction_length, context_length=self.context_length,
             lags_seq=self.lags_seq, num_time_features=len(self.time_features) + 1, hidden_size=hidden_size,
             num_layers=num_layers, rnn_type=rnn_type, dropout_rate=dropout_rate, target=target, scaling=scaling,
+            scale_window=scale_window,
             sde=self.sde, beta=beta, damping_ratio=damping_ratio, gamma=gamma, A_max=A_max, initial_velocity=initial_velocity,
             prior=prior, denoiser_hidden=denoiser_hidden, denoiser_blocks=denoiser_blocks, sampler=sampler,
             sampler_steps=sampler_steps, time_grid_rho=time_grid_rho, num_parallel_samples=num_parallel_samples,

@@ -86,7 +86,7 @@ class VSMDModel(nn.Module):
     prediction_length
         Forecast horizon ``H``.
     context_length
-        Steps the RNN unrolls before the forecast; also the scaling window.
+        Steps the RNN unrolls before the forecast.
     lags_seq
         1-based lags of the target fed to the RNN.
     num_time_features
@@ -102,6 +102,9 @@ class VSMDModel(nn.Module):
         square; levels are also centred, default), ``"mean"`` (mean absolute
         value) or ``"none"``. Floored relative to the series' magnitude, so
         forecasts are invariant to the data's units.
+    scale_window
+        Last steps of the context the scale is taken over (default: all
+        ``context_length``); a short window follows the recent volatility.
     sde
         ``"vsuld"``, ``"vscld"``, ``"cld"``, ``"uld"``, ``"vsdm"`` or ``"vp"``.
     beta, damping_ratio, gamma, A_max, A_init, initial_velocity
@@ -135,6 +138,7 @@ class VSMDModel(nn.Module):
         dropout_rate: float = 0.1,
         target: str = "delta",
         scaling: str = "std",
+        scale_window: Optional[int] = None,
         sde: str = "vsuld",
         beta: Optional[float] = None,
         damping_ratio: Optional[float] = 0.7,
@@ -179,6 +183,9 @@ class VSMDModel(nn.Module):
             raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         self.scaling = scaling
         self.target = target
+        self.scale_window = scale_window or context_length
+        if not 1 <= self.scale_window <= context_length:
+            raise ValueError(f"scale_window must be in [1, context_length={context_length}], got {scale_window}")
 
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}.get(rnn_type.lower())
         if rnn_cls is None:
@@ -240,10 +247,10 @@ class VSMDModel(nn.Module):
 
     def _scale(self, values, mask, levels, observed):
         """``loc, scale`` ``(B, 1, D)`` and static features ``(B, 2 D)`` from the context window."""
-        C = self.context_length
+        C, W = self.context_length, self.scale_window
         obs = observed[:, -C:]
         magnitude = (levels[:, -C:].abs() * obs).sum(1, keepdim=True) / obs.sum(1, keepdim=True).clamp_min(1)
-        loc, scale = robust_scale(values[:, -C:], mask[:, -C:], magnitude, self.scaling, centre=self.target == "level")
+        loc, scale = robust_scale(values[:, -W:], mask[:, -W:], magnitude, self.scaling, centre=self.target == "level")
         # unit-free magnitude features: relative spread and the level in units of the scale
         level = loc if self.target == "level" else levels[:, -1:]
         static = torch.cat([(scale / (magnitude + scale)).log(), level.sign() * (level.abs() / scale).log1p()], dim=-1)
