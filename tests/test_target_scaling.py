@@ -40,6 +40,8 @@ def test_fill_forward_carries_last_observation_and_back_fills_the_start():
     y = torch.tensor([[[0.0], [2.0], [0.0], [0.0], [5.0], [0.0]]])
     obs = torch.tensor([[[0.0], [1.0], [0.0], [0.0], [1.0], [0.0]]])
     assert fill_forward(y, obs).flatten().tolist() == [2.0, 2.0, 2.0, 2.0, 5.0, 5.0]
+    full = torch.randn(2, 6, 3)
+    assert torch.equal(fill_forward(full, torch.ones_like(full)), full)
 
 
 def test_robust_scale_matches_numpy_and_floors_relative_to_magnitude():

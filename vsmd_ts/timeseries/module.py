@@ -25,6 +25,8 @@ def fill_forward(y: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
     ``y``, ``observed``: ``(B, S, D)``. Positions before a series' first
     observation take that first observed value (0 if it has none).
     """
+    if bool((observed > 0).all()):  # the common case; cummax is slow on CPU (4 % of an electricity step)
+        return y
     S = y.shape[1]
     idx = torch.arange(S, device=y.device).view(1, S, 1).expand_as(y)
     seen = observed > 0
