@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vsmd_ts.timeseries.module import VSMDModel, fill_forward, robust_scale
+from vsmd_ts.timeseries.module import WHITEN_SHRINKAGE, VSMDModel, fill_forward, robust_scale, whitening_factor
 
 D, H, C, P_LAGS = 3, 5, 12, [1, 2, 4]
 
@@ -59,10 +59,10 @@ def test_robust_scale_matches_numpy_and_floors_relative_to_magnitude():
     assert torch.allclose(scale, torch.tensor([[[1e-13, 1.0]]]))  # relative floor, then 1 for all-zero series
 
 
-@pytest.mark.parametrize("target", ["delta", "level"])
+@pytest.mark.parametrize("target, scaling", [("delta", "std"), ("level", "std"), ("delta", "whiten")])
 @pytest.mark.parametrize("factor", [1e-12, 1e-4, 1e4, 1e12])
-def test_forecasts_are_equivariant_to_the_data_units(target, factor):
-    m = model(target=target)
+def test_forecasts_are_equivariant_to_the_data_units(target, scaling, factor):
+    m = model(target=target, scaling=scaling)
     batch = inputs(m)
     base = sample(m, batch)
     scaled = dict(batch, past_target=batch["past_target"] * factor)
@@ -103,12 +103,55 @@ def test_scale_window_takes_the_scale_over_the_last_steps_only():
     batch = inputs(m)
     P = m._past_length
     values, mask, levels, obs = m._modelled(batch["past_target"], batch["past_observed_values"])
-    _, scale, _ = m._scale(values, mask, levels, obs)
+    _, scale, _, _ = m._scale(values, mask, levels, obs)
     increments = np.diff(batch["past_target"][0].double().numpy(), axis=0)[-4:]  # the last 4 increments
     assert np.allclose(scale[0, 0].double().numpy(), np.sqrt((increments**2).mean(0)), rtol=1e-5)
-    _, full, _ = model()._scale(values, mask, levels, obs)  # default: the whole context
+    _, full, _, _ = model()._scale(values, mask, levels, obs)  # default: the whole context
     increments = np.diff(batch["past_target"][0].double().numpy(), axis=0)[-C:]
     assert np.allclose(full[0, 0].double().numpy(), np.sqrt((increments**2).mean(0)), rtol=1e-5)
     assert P > C and not torch.allclose(scale, full)
     with pytest.raises(ValueError, match="scale_window"):
         model(scale_window=C + 1)
+
+
+def test_whitening_factor_is_the_cholesky_of_the_shrunk_correlation():
+    rng = np.random.default_rng(0)
+    mix = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [-0.3, 0.2, 0.9]])
+    z = rng.normal(size=(1, 60, 3)) @ mix.T
+    L = whitening_factor(torch.tensor(z), torch.ones(1, 60, 3))[0].numpy()
+    second = z[0].T @ z[0] / 60  # uncentred, like the increments' scale
+    d = np.sqrt(np.diag(second))
+    corr = (1 - WHITEN_SHRINKAGE) * second / np.outer(d, d) + WHITEN_SHRINKAGE * np.eye(3)
+    assert np.allclose(L @ L.T, corr) and np.allclose(np.triu(L, 1), 0)
+    # an all-missing series is left alone: identity row and column
+    obs = np.ones_like(z)
+    obs[0, :, 1] = 0
+    L = whitening_factor(torch.tensor(z), torch.tensor(obs))[0].numpy()
+    assert np.allclose(L[1], [0, 1, 0]) and np.allclose(L[:, 1], [0, 1, 0])
+
+
+def test_whitened_increments_round_trip_and_mask_what_they_mix():
+    m = model(scaling="whiten")
+    batch = inputs(m)
+    P = m._past_length
+    future = batch["past_target"][:, -H:] + 0.3
+    obs_future = torch.ones(1, H, D)
+    obs_future[0, 2, 0] = 0  # series 0 missing at one future step
+    x0, _, mask = m.training_inputs(**{k: batch[k] for k in ("past_target", "past_observed_values", "past_time_feat",
+                                                              "future_time_feat")},
+                                    future_target=future, future_observed_values=obs_future)
+    x0, mask = x0.view(1, -1, D), mask.view(1, -1, D)
+    # whitened coordinate i mixes series 0..i: a missing series 0 masks every coordinate at its step (and the
+    # increment after it, which needs both ends)
+    assert mask[0, -H + 2].sum() == 0 and mask[0, -H + 3].sum() == 0 and mask[0, -H + 4].sum() == D
+    # undo the whitening and the scale: the increments of the data come back
+    values, vmask, levels, obs = m._modelled(batch["past_target"], batch["past_observed_values"])
+    loc, scale, L, _ = m._scale(values, vmask, levels, obs)
+    back = (L[0].double() @ x0[0, :-H].double().T).T * scale[0].double()
+    steps = np.diff(batch["past_target"][0].double().numpy(), axis=0)[-C:]
+    assert np.allclose(back.numpy(), steps, rtol=1e-4, atol=1e-6)
+
+
+def test_whiten_needs_increments():
+    with pytest.raises(ValueError, match="whiten"):
+        model(scaling="whiten", target="level")

@@ -163,8 +163,10 @@ class VSMDEstimator(PyTorchLightningEstimator):
         ``"delta"`` (default: model increments, forecast = last value + their
         cumulative sum) or ``"level"`` (model the values themselves).
     scaling
-        ``"std"`` (default), ``"mean"`` or ``"none"``; scales are floored relative to the series' magnitude, so
-        forecasts do not depend on the data's units.
+        ``"std"`` (default), ``"mean"``, ``"none"`` or ``"whiten"`` (per-series ``"std"``, then the series'
+        increments decorrelated by their shrunk correlation over ``scale_window``, so the diffusion models what
+        a Gaussian random walk with that covariance leaves unexplained; ``O(D^3)`` per window); scales are
+        floored relative to the series' magnitude, so forecasts do not depend on the data's units.
     scale_window
         Last steps of the context the scale is computed over (default: the whole context); a short window
         follows the recent volatility.
@@ -235,7 +237,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         denoiser_hidden: PositiveWholeNumber = 128,
         denoiser_blocks: PositiveWholeNumber = 3,
         target: Literal["delta", "level"] = "delta",
-        scaling: Literal["std", "mean", "none"] = "std",
+        scaling: Literal["std", "mean", "none", "whiten"] = "std",
         scale_window: Optional[PositiveWholeNumber] = None,
         sampler: str = "splitting",
         sampler_steps: PositiveWholeNumber = 40,

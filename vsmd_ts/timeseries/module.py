@@ -14,9 +14,11 @@ from vsmd_ts.diffusion import DSMLoss, ResidualMLP, ScoreModel, get_sampler, is_
 __all__ = ["VSMDModel", "TARGETS", "SCALINGS"]
 
 TARGETS = ("delta", "level")
-SCALINGS = ("std", "mean", "none")
+SCALINGS = ("std", "mean", "none", "whiten")
 # relative floor of the scale (x the context's mean |y|): scale-invariant, unlike an absolute epsilon
 _REL_FLOOR = 1e-4
+# scaling="whiten": weight of the identity in the shrunk correlation, and the smallest eigenvalue kept
+WHITEN_SHRINKAGE, _WHITEN_MIN_EIG = 0.1, 1e-3
 
 
 def fill_forward(y: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
@@ -56,6 +58,28 @@ def robust_scale(values: torch.Tensor, observed: torch.Tensor, magnitude: torch.
     scale = torch.maximum(scale, _REL_FLOOR * magnitude.double())
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     return loc.to(values.dtype), scale.to(values.dtype)
+
+
+def whitening_factor(z: torch.Tensor, observed: torch.Tensor, shrinkage: float = WHITEN_SHRINKAGE) -> torch.Tensor:
+    """Cholesky factor ``L`` ``(B, D, D)`` of the shrunk correlation of ``z`` ``(B, S, D)`` over dim 1, float64.
+
+    ``z`` is already scaled per series (uncentred, as the increments are);
+    each pair uses the steps where both series are observed. The correlation
+    is shrunk towards the identity, ``(1 - shrinkage) R + shrinkage I``, and
+    its eigenvalues clipped at 1e-3 (pairwise estimates need not be positive
+    definite), so ``L`` is well conditioned even for short windows. Costs
+    ``O(D^3)`` per window.
+    """
+    w = observed.double()
+    zw = z.double() * w
+    n = torch.einsum("bsi,bsj->bij", w, w).clamp_min(1)
+    cov = torch.einsum("bsi,bsj->bij", zw, zw) / n
+    d = cov.diagonal(dim1=1, dim2=2).clamp_min(1e-300).sqrt()
+    eye = torch.eye(z.shape[-1], dtype=torch.float64, device=z.device)
+    corr = (1 - shrinkage) * cov / (d[:, :, None] * d[:, None, :]) * (1 - eye) + eye
+    evals, evecs = torch.linalg.eigh(corr)
+    corr = (evecs * evals.clamp_min(_WHITEN_MIN_EIG)[:, None]) @ evecs.transpose(1, 2)
+    return torch.linalg.cholesky(corr)
 
 
 def _build_sde(name: str, target_dim: int, beta: Optional[float], damping_ratio: Optional[float], gamma: float,
@@ -102,7 +126,11 @@ class VSMDModel(nn.Module):
     scaling
         Scale over the context of the modelled quantity: ``"std"`` (root mean
         square; levels are also centred, default), ``"mean"`` (mean absolute
-        value) or ``"none"``. Floored relative to the series' magnitude, so
+        value), ``"none"`` or ``"whiten"`` (``"std"``, then the series are
+        decorrelated by the Cholesky factor of their shrunk correlation over
+        ``scale_window``: the diffusion models what a Gaussian random walk
+        with that covariance leaves unexplained; ``target="delta"`` only,
+        ``O(D^3)`` per window). Floored relative to the series' magnitude, so
         forecasts are invariant to the data's units.
     scale_window
         Last steps of the context the scale is taken over (default: all
@@ -183,6 +211,8 @@ class VSMDModel(nn.Module):
             raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
         if target not in TARGETS:
             raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+        if scaling == "whiten" and target != "delta":
+            raise ValueError("scaling='whiten' decorrelates increments: it needs target='delta'")
         self.scaling = scaling
         self.target = target
         self.scale_window = scale_window or context_length
@@ -248,15 +278,18 @@ class VSMDModel(nn.Module):
         return delta, mask, levels, observed
 
     def _scale(self, values, mask, levels, observed):
-        """``loc, scale`` ``(B, 1, D)`` and static features ``(B, 2 D)`` from the context window."""
+        """``loc, scale`` ``(B, 1, D)``, the whitening factor ``(B, D, D)`` (or ``None``) and static
+        features ``(B, 2 D)`` from the context window."""
         C, W = self.context_length, self.scale_window
         obs = observed[:, -C:]
         magnitude = (levels[:, -C:].abs() * obs).sum(1, keepdim=True) / obs.sum(1, keepdim=True).clamp_min(1)
-        loc, scale = robust_scale(values[:, -W:], mask[:, -W:], magnitude, self.scaling, centre=self.target == "level")
+        kind = "std" if self.scaling == "whiten" else self.scaling
+        loc, scale = robust_scale(values[:, -W:], mask[:, -W:], magnitude, kind, centre=self.target == "level")
+        L = whitening_factor(values[:, -W:] / scale, mask[:, -W:]).to(values.dtype) if self.scaling == "whiten" else None
         # unit-free magnitude features: relative spread and the level in units of the scale
         level = loc if self.target == "level" else levels[:, -1:]
         static = torch.cat([(scale / (magnitude + scale)).log(), level.sign() * (level.abs() / scale).log1p()], dim=-1)
-        return loc, scale, static.squeeze(1)
+        return loc, scale, L, static.squeeze(1)
 
     def _rnn_inputs(self, seq, start, stop, time_feat, static):
         """RNN inputs for positions ``[start, stop)`` of the scaled sequence ``seq`` ``(B, S, D)``.
@@ -280,12 +313,16 @@ class VSMDModel(nn.Module):
             time_feat = torch.cat([past_time_feat, future_time_feat], dim=1)
         P = self._past_length
         values, mask, levels, obs = self._modelled(seq, obs)
-        loc, scale, static = self._scale(values[:, :P], mask[:, :P], levels[:, :P], obs[:, :P])
+        loc, scale, L, static = self._scale(values[:, :P], mask[:, :P], levels[:, :P], obs[:, :P])
         scaled = (values - loc) / scale * mask  # unobserved -> loc
+        if L is not None:
+            # whitened coordinate i mixes series 1..i: it is observed only when all of them are
+            scaled = torch.linalg.solve_triangular(L, scaled.transpose(1, 2), upper=False).transpose(1, 2)
+            mask = mask.cumprod(dim=-1)
         start, stop = P - self.context_length, seq.shape[1]
         inputs = self._rnn_inputs(scaled, start, stop, time_feat[:, start:stop], static)
         out, state = self.rnn(inputs)
-        return scaled, mask, out, state, loc, scale, static, levels[:, P - 1]
+        return scaled, mask, out, state, (loc, scale, L), static, levels[:, P - 1]
 
     def training_inputs(self, past_target, past_observed_values, past_time_feat, future_time_feat,
                         future_target, future_observed_values):
@@ -317,7 +354,8 @@ class VSMDModel(nn.Module):
         """Sample forecasts, shape ``(B, num_parallel_samples, prediction_length, D)``."""
         S = num_parallel_samples or self.num_parallel_samples
         P, H, D = self._past_length, self.prediction_length, self.target_dim
-        scaled, _, _, state, loc, scale, static, last = self._encode(past_target, past_observed_values, past_time_feat)
+        scaled, _, _, state, (loc, scale, L), static, last = self._encode(past_target, past_observed_values,
+                                                                          past_time_feat)
         B = past_target.shape[0]
 
         def rep(x, dim=0):
@@ -333,7 +371,10 @@ class VSMDModel(nn.Module):
             out, state = self.rnn(inputs, state)
             a = self.sde.prior_sample(B * S, kind=self.prior, device=past_target.device)
             seq[:, P + k] = self.sampler(score_fn, self.sde, a, ts, cond=out[:, 0]).x
-        samples = seq[:, P:] * rep(scale) + rep(loc)
+        samples = seq[:, P:]
+        if L is not None:
+            samples = (rep(L) @ samples.transpose(1, 2)).transpose(1, 2)
+        samples = samples * rep(scale) + rep(loc)
         if self.target == "delta":
             samples = rep(last)[:, None] + samples.cumsum(dim=1)
         return samples.reshape(B, S, H, D)
