@@ -14,7 +14,10 @@ are reported with the NFE (read from ``SamplerOutput.nfe``) and the wall time
 of the call. With an exact Gaussian score the PF-ODE is linear, so the
 deterministic samplers are affine maps ``a -> M a + b``: they are applied to
 the origin and the unit basis states (float64) and the prior's mean and
-covariance are pushed through exactly, no sampling noise. The stochastic
+covariance are pushed through exactly, no sampling noise. ``sde_pc2`` is
+affine in the prior draw and in its per-step standard normal draws, so its
+output's mean and covariance are pushed through exactly as well (every noise
+coordinate of every step probed by a unit vector). The other stochastic
 samplers (``euler_maruyama``, ``splitting``) are run on ``--mc-samples``
 prior draws; their records carry ``mc_floor``, the same errors measured on
 that many exact data draws (the Monte Carlo noise level).
@@ -34,6 +37,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -44,7 +48,8 @@ from vsmd_ts.diffusion.gaussian import exact_score_fn, marginal as gaussian_marg
 
 SDES = SDE_NAMES
 DETERMINISTIC = ("heun", "exp_heun", "exp_ab2", "exp_ab3", "exp_pc3")
-STOCHASTIC = ("euler_maruyama", "splitting")
+STOCHASTIC = ("euler_maruyama", "splitting")  # Monte Carlo
+NOISY_AFFINE = ("sde_pc2",)  # stochastic but affine in the prior draw and the per-step noise: pushed exactly
 GRIDS = {"uniform": dict(rho=1.0), "rho1.5": dict(rho=1.5), "rho2": dict(rho=2.0), "log": dict(spacing="log")}
 STEPS = (5, 10, 20, 40, 80)
 DEFAULT = ("exp_pc3", "rho1.5", 20)  # recommended (sampler, grid, steps)
@@ -96,6 +101,34 @@ def run_affine(sde, sampler, ts):
     return (M @ mu + b)[:d], (M @ C @ M.T)[:d, :d], out.nfe
 
 
+def run_affine_noise(sde, sampler, ts):
+    """Exact (mean, cov, nfe) of a sampler that is affine in the prior draw and in the standard normal
+    draws it makes (one ``torch.randn`` per step): probe each prior coordinate and each noise coordinate
+    of each step with a unit vector in its own row of one batch."""
+    d, K = len(DATA_MEAN), sde.num_channels
+    n, steps = K * d, len(ts) - 1
+    rows = 1 + n + steps * n
+    a = torch.zeros(rows, K, d, dtype=f64)
+    a.view(rows, n)[1 : n + 1] = torch.eye(n, dtype=f64)
+    calls = []
+
+    def probe(shape, generator=None, device=None, dtype=None):
+        z = torch.zeros(shape, dtype=dtype)
+        i = len(calls)
+        z.view(rows, n)[1 + n + i * n : 1 + n + (i + 1) * n] = torch.eye(n, dtype=dtype)
+        calls.append(i)
+        return z
+
+    with mock.patch.object(torch, "randn", probe):
+        out = sampler(exact_score(sde), sde, a, ts)
+    if len(calls) != steps:
+        raise RuntimeError(f"expected one noise draw per step ({steps}), got {len(calls)}")
+    o = out.state.reshape(rows, n)
+    b, M, N = o[0], (o[1 : n + 1] - o[0]).T, o[n + 1 :] - o[0]
+    mu, C = marginal(sde, float(ts[0]))
+    return (M @ mu + b)[:d], (M @ C @ M.T + N.T @ N)[:d, :d], out.nfe
+
+
 def run_mc(sde, sampler, ts, num: int, seed: int):
     """Sample ``num`` exact prior draws through a stochastic sampler; returns (mean, cov, nfe)."""
     g = torch.Generator().manual_seed(seed)
@@ -129,6 +162,8 @@ def benchmark(args):
                         start = time.perf_counter()
                         if sampler_name in STOCHASTIC:
                             mean, cov, nfe = run_mc(sde, sampler, ts, args.mc_samples, args.seed)
+                        elif sampler_name in NOISY_AFFINE:
+                            mean, cov, nfe = run_affine_noise(sde, sampler, ts)
                         else:
                             mean, cov, nfe = run_affine(sde, sampler, ts)
                         wall = time.perf_counter() - start
@@ -155,7 +190,7 @@ def timing(args):
     score_fn, cond = ScoreModel(sde, net).eval(), torch.randn(100, 64)
     out = []
     for sampler_name, grid, steps in (("heun", "uniform", 20), ("exp_heun", "uniform", 10), ("exp_pc3", "rho1.5", 20),
-                                      ("exp_pc3", "rho1.5", 10)):
+                                      ("exp_pc3", "rho1.5", 10), ("splitting", "uniform", 40), ("sde_pc2", "rho2", 20)):
         ts, sampler = time_grid(sde, steps, **GRIDS[grid]), get_sampler(sampler_name)
         runs = []
         for _ in range(args.timing_repeats):
@@ -203,7 +238,7 @@ def plot(records, figure_dir: Path):
     import matplotlib.pyplot as plt
 
     shown = {"heun": "uniform", "exp_heun": "uniform", "euler_maruyama": "uniform", "splitting": "uniform",
-             "exp_ab2": "rho1.5", "exp_ab3": "rho1.5", "exp_pc3": "rho1.5"}
+             "exp_ab2": "rho1.5", "exp_ab3": "rho1.5", "exp_pc3": "rho1.5", "sde_pc2": "rho2"}
     figure_dir.mkdir(parents=True, exist_ok=True)
     for tag, pick in (("default_beta", lambda r: r["beta"] in (10.0, 20.0)), ("beta5", lambda r: r["beta"] == 5.0)):
         recs = [r for r in records if pick(r)]
@@ -215,7 +250,7 @@ def plot(records, figure_dir: Path):
                 pts = sorted((r["nfe"], r["cov_rel_error"]) for r in recs
                              if r["sde"] == sde and r["sampler"] == sampler and r["grid"] == grid)
                 if pts:
-                    ax.loglog(*zip(*pts), "o-" if sampler.startswith("exp_") else "s--", label=f"{sampler} ({grid})", ms=3,
+                    ax.loglog(*zip(*pts), "o-" if sampler.startswith(("exp_", "sde_")) else "s--", label=f"{sampler} ({grid})", ms=3,
                               color=f"C{list(shown).index(sampler)}")
             ax.axhline(0.02, color="grey", lw=0.8, ls=":")
             ax.axvline(20, color="grey", lw=0.8, ls=":")
@@ -236,7 +271,7 @@ def _parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--sdes", nargs="+", default=list(SDES))
     p.add_argument("--betas", nargs="+", default=["default", "5"], help="'default' (10, VP 20) and/or numbers")
-    p.add_argument("--samplers", nargs="+", default=list(DETERMINISTIC + STOCHASTIC))
+    p.add_argument("--samplers", nargs="+", default=list(DETERMINISTIC + NOISY_AFFINE + STOCHASTIC))
     p.add_argument("--grids", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     p.add_argument("--steps", nargs="+", type=int, default=list(STEPS))
     p.add_argument("--mc-samples", type=int, default=100_000)
@@ -255,7 +290,8 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     torch.set_num_threads(1)
     if args.quick:
-        args.betas, args.samplers, args.grids, args.steps = ["default"], ["heun", "exp_heun", "exp_pc3", "euler_maruyama"], ["uniform", "rho1.5"], [10, 20]
+        args.betas, args.grids, args.steps = ["default"], ["uniform", "rho1.5"], [10, 20]
+        args.samplers = ["heun", "exp_heun", "exp_pc3", "sde_pc2", "euler_maruyama"]
         args.mc_samples = min(args.mc_samples, 20_000)
     if args.timing:
         records = timing(args)

@@ -203,3 +203,38 @@ def test_benchmark_script_quick_records(tmp_path):
     assert len(records) == 2 and all(keys <= set(r) for r in records)
     assert [r["nfe"] for r in records] == [5, 5] and "mc_floor" in records[1]
     assert "### cld, beta 10" in (tmp_path / "t.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["vsuld", "cld"])
+def test_sde_pc2_is_second_order_in_distribution(name):
+    """Exact score, exact push of mean and covariance (the sampler is affine in its prior and noise draws):
+    the covariance error falls like h^2 or faster between 20 and 40 steps; the mean is exact to rounding."""
+    sde = bench.build_sde(name, 10.0)
+    errs = []
+    for steps in (20, 40):
+        mean, cov, nfe = bench.run_affine_noise(sde, get_sampler("sde_pc2"), time_grid(sde, steps, rho=2.0).double())
+        assert nfe == steps
+        errs.append(bench.errors(mean, cov))
+    assert errs[0][1] / errs[1][1] > 2**1.8, errs
+    assert max(e[0] for e in errs) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["vsuld", "vscld", "cld", "uld"])
+def test_sde_pc2_meets_the_issue_target_at_20_nfe(name):
+    sde = bench.build_sde(name, 10.0)
+    mean, cov, nfe = bench.run_affine_noise(sde, get_sampler("sde_pc2"), time_grid(sde, 20, rho=2.0).double())
+    mean_error, cov_error = bench.errors(mean, cov)
+    assert nfe <= 20 and cov_error <= 0.02 and mean_error <= 0.01, (nfe, cov_error, mean_error)
+
+
+def test_sde_pc2_samples_match_its_exact_push():
+    """Drawing real noise gives the distribution the probe-based push computes (checks the push, and that
+    the sampler's noise has the covariance of the plan)."""
+    sde = bench.build_sde("vscld", 10.0)
+    ts = time_grid(sde, 10, rho=2.0).double()
+    mean, cov, _ = bench.run_affine_noise(sde, get_sampler("sde_pc2"), ts)
+    mc_mean, mc_cov, _ = bench.run_mc(sde, get_sampler("sde_pc2"), ts, 40_000, 3)
+    std = cov.diagonal().sqrt()
+    assert ((mc_mean - mean).abs() / std).max() < 0.03
+    assert ((mc_cov - cov).abs() / (std[:, None] * std[None])).max() < 0.04
+    assert (cov - bench.DATA_COV).abs().max() > 0.01  # 10 steps: far enough from the data for the check to bite

@@ -18,6 +18,7 @@ from .samplers import (
     get_sampler,
     heun,
     pf_drift,
+    sde_pc2,
     splitting,
     time_grid,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "exp_heun",
     "exp_multistep",
     "exp_pc3",
+    "sde_pc2",
     "evaluation_loss",
     "get_sampler",
     "heun",

@@ -20,8 +20,9 @@ __all__ = ["REFERENCE_VAR", "multistep_plan", "reference_pf"]
 REFERENCE_VAR = 1.0  # data variance of the reference Gaussian: the front ends standardise data
 
 
-def reference_pf(sde: LinearSDE, t: torch.Tensor):
-    """Blocks of the PF-ODE of reference data ``x_0 ~ N(z, REFERENCE_VAR)``, ``v_0 ~ N(0, 1)``.
+def reference_pf(sde: LinearSDE, t: torch.Tensor, lam: float = 0.5):
+    """Blocks of the PF-ODE (``lam = 1/2``) or of the reverse SDE's drift (``lam = 1``) of
+    reference data ``x_0 ~ N(z, REFERENCE_VAR)``, ``v_0 ~ N(0, 1)``.
 
     Their marginal at ``t`` is ``N(Phi e_1 z, C_t)``, with last-channel score
     ``s = -e^T a + c z``, ``e = (C_t^{-1})_{K,:}``, ``c = (C_t^{-1} Phi)_{K,1}``.
@@ -32,7 +33,7 @@ def reference_pf(sde: LinearSDE, t: torch.Tensor):
 
     ``t``: times ``(n,)`` float64, ``t = 0`` allowed (``C_0`` is regular).
     Returns ``L`` ``(n, *data_shape, K, K)``, the linear part
-    ``F + q/2 e_K e^T`` in integrated time, ``e`` ``(n, *data_shape, K)`` and
+    ``F + lam q e_K e^T`` in integrated time, ``e`` ``(n, *data_shape, K)`` and
     ``c`` ``(n, *data_shape)``.
     """
     K = sde.num_channels
@@ -42,31 +43,35 @@ def reference_pf(sde: LinearSDE, t: torch.Tensor):
     tr = sde.transition(t, sigma0=S0)
     P = torch.linalg.inv(tr.cov)
     L = sde.drift_matrix().to(P).expand_as(P).clone()
-    L[..., -1, :] += 0.5 * sde.noise_var * P[..., -1, :]
+    L[..., -1, :] += lam * sde.noise_var * P[..., -1, :]
     return L, P[..., -1, :], (P @ tr.mean_coef)[..., -1, 0]
 
 
-def _exp_weights(sde: LinearSDE, t: torch.Tensor, npoly: int, substeps: int = 16):
-    """Exact propagators and polynomial weights of the steps of the reference-split PF-ODE.
+def _exp_weights(sde: LinearSDE, t: torch.Tensor, npoly: int, substeps: int = 16, stochastic: bool = False):
+    """Exact propagators and polynomial weights of the steps of the reference-split PF-ODE or reverse SDE.
 
     In ``u = log(t + eps)`` the PF-ODE reads ``da/du = J (L a - q/2 c z e_K)``
-    with ``J = dB/du``. If ``z(u) = sum_j D_j (u - u_i)^j`` on step ``i``,
-    ``a_{i+1} = Psi_i a_i + sum_j W_ij D_j``. ``Psi`` and ``W`` depend on the
-    blocks only (not on the batch); RK4 with ``substeps`` steps in ``u``, where
-    the linear part is not stiff, all steps at once. ``t``: ``(n + 1,)``
-    float64 grid (its end may be 0). Returns ``Psi`` ``(n, *data_shape, K, K)``
-    and ``W`` ``(n, *data_shape, K, npoly)``.
+    with ``J = dB/du``; the reverse SDE (``stochastic``) has ``q`` for ``q/2``
+    and the noise ``sqrt(q J |du|) e_K``. If ``z(u) = sum_j D_j (u - u_i)^j``
+    on step ``i``, ``a_{i+1} = Psi_i a_i + sum_j W_ij D_j`` (+ noise of
+    covariance ``Sigma_i``). ``Psi``, ``W``, ``Sigma`` depend on the blocks
+    only (not on the batch); RK4 with ``substeps`` steps in ``u``, where the
+    linear part is not stiff, all steps at once. ``t``: ``(n + 1,)`` float64
+    grid (its end may be 0). Returns ``Psi`` ``(n, *data_shape, K, K)``, ``W``
+    ``(n, *data_shape, K, npoly)`` and ``Sigma`` ``(n, *data_shape, K, K)``
+    (``None`` for the PF-ODE).
     """
+    lam = 1.0 if stochastic else 0.5
     u = torch.log(t + sde.eps)
     frac = torch.linspace(0, 1, 2 * substeps + 1, dtype=torch.float64, device=t.device)
     uu = u[:-1, None] + (u[1:] - u[:-1])[:, None] * frac  # (n, 2 substeps + 1)
     tt = (uu.exp() - sde.eps).clamp_min(0)
-    L, _, c = reference_pf(sde, tt.reshape(-1))
+    L, _, c = reference_pf(sde, tt.reshape(-1), lam)
     n, K, blocks = len(t) - 1, L.shape[-1], L.shape[1:-2]
     L, c = L.reshape(uu.shape + L.shape[1:]), c.reshape(uu.shape + blocks)
     view = uu.shape + (1,) * len(blocks)
     du = (uu - u[:-1, None]).reshape(view)
-    forcing = torch.stack([-0.5 * sde.noise_var * c * du**j for j in range(npoly)], -1)
+    forcing = torch.stack([-lam * sde.noise_var * c * du**j for j in range(npoly)], -1)
     J = (sde.beta(tt) * (tt + sde.eps)).reshape(view + (1, 1))
     JL, Jf = J * L, J[..., 0] * forcing  # Jf: forcing of the last channel
 
@@ -75,7 +80,15 @@ def _exp_weights(sde: LinearSDE, t: torch.Tensor, npoly: int, substeps: int = 16
         dZ[..., -1, K:] += Jf[:, k]
         return dZ
 
+    Q = torch.zeros(K, K, dtype=L.dtype, device=L.device)
+    Q[-1, -1] = sde.noise_var
+
+    def g(k, S):  # covariance of the noise gathered since the step's start; du < 0, so it grows
+        JLk = JL[:, k]
+        return JLk @ S + S @ JLk.transpose(-1, -2) - J[:, k] * Q
+
     Z = torch.cat([torch.eye(K, dtype=L.dtype).expand(L[:, 0].shape), L.new_zeros(L[:, 0].shape[:-1] + (npoly,))], -1)
+    S = torch.zeros_like(Z[..., :K]) if stochastic else None
     h = ((u[1:] - u[:-1]) / substeps).reshape((n,) + (1,) * (Z.dim() - 1))
     for m in range(substeps):
         k1 = f(2 * m, Z)
@@ -83,7 +96,13 @@ def _exp_weights(sde: LinearSDE, t: torch.Tensor, npoly: int, substeps: int = 16
         k3 = f(2 * m + 1, Z + 0.5 * h * k2)
         k4 = f(2 * m + 2, Z + h * k3)
         Z = Z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return Z[..., :K], Z[..., K:]
+        if stochastic:
+            l1 = g(2 * m, S)
+            l2 = g(2 * m + 1, S + 0.5 * h * l1)
+            l3 = g(2 * m + 1, S + 0.5 * h * l2)
+            l4 = g(2 * m + 2, S + h * l3)
+            S = S + h / 6 * (l1 + 2 * l2 + 2 * l3 + l4)
+    return Z[..., :K], Z[..., K:], S
 
 
 def _point_weights(W: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
@@ -96,7 +115,8 @@ def _point_weights(W: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
 _PLANS: dict = {}  # a forecast calls the sampler with the same grid and SDE at every step
 
 
-def multistep_plan(sde: LinearSDE, t: torch.Tensor, order: int, corrector: bool, device, dtype):
+def multistep_plan(sde: LinearSDE, t: torch.Tensor, order: int, corrector: bool, device, dtype,
+                   stochastic: bool = False):
     """Everything :func:`~vsmd_ts.diffusion.samplers.exp_multistep` needs, per step ``i``:
 
     ``Psi[i]`` ``(1, K, K...)`` blocks for :func:`apply_block`; ``pred[i]``: weights
@@ -104,16 +124,18 @@ def multistep_plan(sde: LinearSDE, t: torch.Tensor, order: int, corrector: bool,
     ``corr[i]``: the change of the step-``i`` update once ``z_{i+1}`` is known
     (weights of ``z_{i+1}, z_i, ...``); ``e[i]`` ``(K, *data_shape)``;
     ``cinv[i]`` = ``1/c`` (0 where ``|c|`` is below 1e-3 of its largest value on
-    the grid) and ``ok[i]`` whether no ``c`` was. ``t``: float64 CPU grid.
+    the grid) and ``ok[i]`` whether no ``c`` was; with ``stochastic`` (the reverse SDE),
+    ``noise[i]``: a square root of the step's noise covariance, blocks for
+    :func:`apply_block`. ``t``: float64 CPU grid.
     Cached on the grid and the SDE's blocks; converted to ``device``/``dtype``.
     """
     F = sde.drift_matrix().detach().to("cpu", torch.float64)
     key = (t.numpy().tobytes(), sde.beta_int(t).numpy().tobytes(), F.numpy().tobytes(), tuple(F.shape),
-           sde.noise_var, sde.eps, REFERENCE_VAR, order, corrector, str(device), dtype)
+           sde.noise_var, sde.eps, REFERENCE_VAR, order, corrector, str(device), dtype, stochastic)
     if key in _PLANS:
         return _PLANS[key]
     u = torch.log(torch.cat([t[:-1], t.new_zeros(1)]) + sde.eps)
-    Psi, W = _exp_weights(sde, torch.cat([t[:-1], t.new_zeros(1)]), order + int(corrector))
+    Psi, W, Sigma = _exp_weights(sde, torch.cat([t[:-1], t.new_zeros(1)]), order + int(corrector), stochastic=stochastic)
     _, e, c = reference_pf(sde, t[:-1])
     n, pred, corr = len(t) - 1, [], []
     for i in range(n):
@@ -130,6 +152,10 @@ def multistep_plan(sde: LinearSDE, t: torch.Tensor, order: int, corrector: bool,
     plan = dict(Psi=Psi.unsqueeze(1).to(device, dtype), pred=[conv(w, 1).unsqueeze(1) for w in pred],
                 corr=[conv(w, 1).unsqueeze(1) for w in corr], e=conv(e, 1), cinv=cinv.to(device, dtype),
                 mask=ok.to(device), ok=ok.flatten(1).all(1).tolist())
+    if stochastic:  # symmetric square root: the x-channel's share of the noise can be ~0 in short steps
+        evals, evecs = torch.linalg.eigh(0.5 * (Sigma + Sigma.transpose(-1, -2)))
+        root = (evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)) @ evecs.transpose(-1, -2)
+        plan["noise"] = root.unsqueeze(1).to(device, dtype)
     if len(_PLANS) >= 16:
         _PLANS.pop(next(iter(_PLANS)))
     _PLANS[key] = plan

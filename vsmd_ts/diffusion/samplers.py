@@ -16,8 +16,10 @@ output rather than guessing it from the sampler's name.
 Deterministic samplers of the probability-flow ODE: ``heun`` (2 calls per
 step), ``exp_heun`` (2, stationary linear part exact) and the exponential
 multistep family ``exp_pc3`` / ``exp_ab3`` / ``exp_ab2`` (1 call per step;
-time-dependent linear part exact, see :func:`exp_multistep`). Stochastic:
-``euler_maruyama`` and ``splitting`` (1 call per step).
+time-dependent linear part exact, see :func:`exp_multistep`). Stochastic
+(reverse SDE): ``euler_maruyama``, ``splitting`` and ``sde_pc2`` (the
+exponential multistep predictor-corrector on the reverse SDE, its linear part
+and noise exact), 1 call per step.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ __all__ = [
     "get_sampler",
     "heun",
     "pf_drift",
+    "sde_pc2",
     "splitting",
     "time_grid",
 ]
@@ -305,8 +308,9 @@ def exp_multistep(
     progress: bool = False,
     order: int = 3,
     corrector: bool = True,
+    stochastic: bool = False,
 ) -> SamplerOutput:
-    """Exponential multistep predictor(-corrector) on the PF-ODE, one score call per step.
+    """Exponential multistep predictor(-corrector) on the PF-ODE or the reverse SDE, one score call per step.
 
     The PF-ODE is split as in :func:`vsmd_ts.diffusion.expint.reference_pf`: its linear part, the
     exact PF-ODE of standardised Gaussian data, is integrated exactly
@@ -319,11 +323,14 @@ def exp_multistep(
     continues from ``eps`` to ``t = 0`` with the extrapolated ``z`` (no
     score call at ``eps``), which removes the O(eps) bias of stopping at eps.
     Where ``c`` is near a zero (under-damped SDEs near ``T``) ``z`` is taken
-    from the previous call instead of dividing by it.
+    from the previous call instead of dividing by it. ``stochastic``: the same
+    on the reverse SDE, whose linear part and noise are integrated exactly
+    (exact Gaussian steps for reference data; the corrector keeps each step's
+    noise, as in SA-Solver).
     """
     n = len(ts) - 1
     t64 = ts.detach().to("cpu", torch.float64)  # block algebra on the CPU: tiny, and float64 works everywhere
-    plan = multistep_plan(sde, t64, order, corrector, a.device, a.dtype)
+    plan = multistep_plan(sde, t64, order, corrector, a.device, a.dtype, stochastic)
     zs, z = [], None
     for i in _steps(ts, progress, "exp-multistep"):
         s = score_fn(a, _batch_time(ts[i], a), cond)
@@ -335,29 +342,35 @@ def exp_multistep(
         if corrector and i > 0:
             a = a + sum(w * zk for w, zk in zip(plan["corr"][i - 1], zs))
         a = apply_block(plan["Psi"][i], a) + sum(w * zk for w, zk in zip(plan["pred"][i], zs))
+        if stochastic:
+            a = a + apply_block(plan["noise"][i], torch.randn(a.shape, generator=generator, device=a.device, dtype=a.dtype))
     return SamplerOutput(a, n)
 
 
-def _multistep(name: str, order: int, corrector: bool, doc: str) -> Callable:
+def _multistep(name: str, order: int, corrector: bool, doc: str, stochastic: bool = False) -> Callable:
     def sampler(score_fn, sde, a, ts, cond=None, generator=None, callback=None, progress=False) -> SamplerOutput:
-        return exp_multistep(score_fn, sde, a, ts, cond, generator, callback, progress, order=order, corrector=corrector)
+        return exp_multistep(score_fn, sde, a, ts, cond, generator, callback, progress, order=order, corrector=corrector,
+                             stochastic=stochastic)
 
     sampler.__name__ = sampler.__qualname__ = name
-    sampler.__doc__ = f":func:`exp_multistep` of order {order}{' with' if corrector else ' without'} corrector: {doc}."
+    sampler.__doc__ = (f":func:`exp_multistep` of order {order}{' with' if corrector else ' without'} corrector"
+                       f"{' on the reverse SDE' if stochastic else ''}: {doc}.")
     return sampler
 
 
 exp_pc3 = _multistep("exp_pc3", 3, True, "the recommended sampler")
 exp_ab3 = _multistep("exp_ab3", 3, False, "exponential Adams-Bashforth 3")
 exp_ab2 = _multistep("exp_ab2", 2, False, "exponential Adams-Bashforth 2, like DPM-Solver++(2M)")
+sde_pc2 = _multistep("sde_pc2", 2, True, "the accurate reverse-SDE sampler (order 3 is unstable at few steps "
+                     "with noise)", stochastic=True)
 
 SAMPLERS = {"heun": heun, "exp_heun": exp_heun, "euler_maruyama": euler_maruyama, "em": euler_maruyama, "splitting": splitting,
-            "exp_pc3": exp_pc3, "exp_ab2": exp_ab2, "exp_ab3": exp_ab3}
+            "exp_pc3": exp_pc3, "exp_ab2": exp_ab2, "exp_ab3": exp_ab3, "sde_pc2": sde_pc2}
 
 
 def get_sampler(name: str) -> Callable:
     """Look a sampler up by name: ``heun``, ``exp_heun``, ``exp_pc3``, ``exp_ab2``, ``exp_ab3``,
-    ``euler_maruyama`` (``em``) or ``splitting``."""
+    ``euler_maruyama`` (``em``), ``splitting`` or ``sde_pc2``."""
     try:
         return SAMPLERS[name.lower()]
     except KeyError:
