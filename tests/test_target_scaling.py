@@ -99,14 +99,14 @@ def test_unknown_target_or_scaling_is_rejected():
 
 
 def test_scale_window_takes_the_scale_over_the_last_steps_only():
-    m = model(scale_window=4)
+    m = model(scale_window=4, scaling="std")
     batch = inputs(m)
     P = m._past_length
     values, mask, levels, obs = m._modelled(batch["past_target"], batch["past_observed_values"])
     _, scale, _, _ = m._scale(values, mask, levels, obs)
     increments = np.diff(batch["past_target"][0].double().numpy(), axis=0)[-4:]  # the last 4 increments
     assert np.allclose(scale[0, 0].double().numpy(), np.sqrt((increments**2).mean(0)), rtol=1e-5)
-    _, full, _, _ = model()._scale(values, mask, levels, obs)  # default: the whole context
+    _, full, _, _ = model(scaling="std")._scale(values, mask, levels, obs)  # default: the whole context
     increments = np.diff(batch["past_target"][0].double().numpy(), axis=0)[-C:]
     assert np.allclose(full[0, 0].double().numpy(), np.sqrt((increments**2).mean(0)), rtol=1e-5)
     assert P > C and not torch.allclose(scale, full)
@@ -155,3 +155,11 @@ def test_whitened_increments_round_trip_and_mask_what_they_mix():
 def test_whiten_needs_increments():
     with pytest.raises(ValueError, match="whiten"):
         model(scaling="whiten", target="level")
+
+
+def test_auto_scaling_whitens_few_series_and_scales_many():
+    m = model()
+    assert m.scaling == "whiten" and m.scale_window == min(20, C)
+    assert model(target="level").scaling == "std"
+    wide = model(target_dim=65)
+    assert wide.scaling == "std" and wide.scale_window == C

@@ -163,13 +163,15 @@ class VSMDEstimator(PyTorchLightningEstimator):
         ``"delta"`` (default: model increments, forecast = last value + their
         cumulative sum) or ``"level"`` (model the values themselves).
     scaling
-        ``"std"`` (default), ``"mean"``, ``"none"`` or ``"whiten"`` (per-series ``"std"``, then the series'
-        increments decorrelated by their shrunk correlation over ``scale_window``, so the diffusion models what
-        a Gaussian random walk with that covariance leaves unexplained; ``O(D^3)`` per window); scales are
-        floored relative to the series' magnitude, so forecasts do not depend on the data's units.
+        ``"auto"`` (default: ``"whiten"`` for increments of up to 64 series, else ``"std"``), ``"std"``,
+        ``"mean"``, ``"none"`` or ``"whiten"`` (per-series ``"std"``, then the series' increments decorrelated
+        by their shrunk correlation over ``scale_window``, so the diffusion models what a Gaussian random walk
+        with that covariance leaves unexplained; ``O(D^3)`` per window; chosen on exchange validation windows,
+        see benchmarks/RESULTS.md); scales are floored relative to the series' magnitude, so forecasts do not
+        depend on the data's units.
     scale_window
-        Last steps of the context the scale is computed over (default: the whole context); a short window
-        follows the recent volatility.
+        Last steps of the context the scale (and whitening) is computed over (default: 20 steps for
+        ``"whiten"``, else the whole context); a short window follows the recent volatility and correlation.
     sampler
         ``"splitting"`` (default: the reverse SDE by symmetric splitting, chosen on exchange validation windows
         over the probability-flow samplers, see benchmarks/RESULTS.md), ``"heun"`` (probability-flow ODE),
@@ -237,7 +239,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         denoiser_hidden: PositiveWholeNumber = 128,
         denoiser_blocks: PositiveWholeNumber = 3,
         target: Literal["delta", "level"] = "delta",
-        scaling: Literal["std", "mean", "none", "whiten"] = "std",
+        scaling: Literal["auto", "std", "mean", "none", "whiten"] = "auto",
         scale_window: Optional[PositiveWholeNumber] = None,
         sampler: str = "splitting",
         sampler_steps: PositiveWholeNumber = 40,

@@ -14,11 +14,15 @@ from vsmd_ts.diffusion import DSMLoss, ResidualMLP, ScoreModel, get_sampler, is_
 __all__ = ["VSMDModel", "TARGETS", "SCALINGS"]
 
 TARGETS = ("delta", "level")
-SCALINGS = ("std", "mean", "none", "whiten")
+SCALINGS = ("auto", "std", "mean", "none", "whiten")
 # relative floor of the scale (x the context's mean |y|): scale-invariant, unlike an absolute epsilon
 _REL_FLOOR = 1e-4
 # scaling="whiten": weight of the identity in the shrunk correlation, and the smallest eigenvalue kept
 WHITEN_SHRINKAGE, _WHITEN_MIN_EIG = 0.1, 1e-3
+# its default window (steps), chosen on exchange validation windows (benchmarks/RESULTS.md, section 0.4)
+WHITEN_WINDOW = 20
+# scaling="auto" whitens up to this many series (O(D^3) per window stays cheap), else scales each series ("std")
+WHITEN_MAX_DIM = 64
 
 
 def fill_forward(y: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
@@ -124,7 +128,8 @@ class VSMDModel(nn.Module):
         increment ``y_t - y_{t-1}`` (forecasts are the last observed value
         plus the cumulated sampled increments), or ``"level"``, ``y_t``.
     scaling
-        Scale over the context of the modelled quantity: ``"std"`` (root mean
+        ``"auto"`` (default): ``"whiten"`` for increments of up to 64 series,
+        else ``"std"``. Scale over the context of the modelled quantity: ``"std"`` (root mean
         square; levels are also centred, default), ``"mean"`` (mean absolute
         value), ``"none"`` or ``"whiten"`` (``"std"``, then the series are
         decorrelated by the Cholesky factor of their shrunk correlation over
@@ -133,8 +138,10 @@ class VSMDModel(nn.Module):
         ``O(D^3)`` per window). Floored relative to the series' magnitude, so
         forecasts are invariant to the data's units.
     scale_window
-        Last steps of the context the scale is taken over (default: all
-        ``context_length``); a short window follows the recent volatility.
+        Last steps of the context the scale (and whitening) is taken over
+        (default: 20 for ``"whiten"``, chosen on exchange validation windows,
+        else all ``context_length``); a short window follows the recent
+        volatility and correlation.
     sde
         ``"vsuld"``, ``"vscld"``, ``"cld"``, ``"uld"``, ``"vsdm"`` or ``"vp"``.
     beta, damping_ratio, gamma, A_max, A_init, initial_velocity
@@ -167,7 +174,7 @@ class VSMDModel(nn.Module):
         rnn_type: str = "lstm",
         dropout_rate: float = 0.1,
         target: str = "delta",
-        scaling: str = "std",
+        scaling: str = "auto",
         scale_window: Optional[int] = None,
         sde: str = "vsuld",
         beta: Optional[float] = None,
@@ -213,9 +220,11 @@ class VSMDModel(nn.Module):
             raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         if scaling == "whiten" and target != "delta":
             raise ValueError("scaling='whiten' decorrelates increments: it needs target='delta'")
+        if scaling == "auto":
+            scaling = "whiten" if target == "delta" and target_dim <= WHITEN_MAX_DIM else "std"
         self.scaling = scaling
         self.target = target
-        self.scale_window = scale_window or context_length
+        self.scale_window = scale_window or (min(WHITEN_WINDOW, context_length) if scaling == "whiten" else context_length)
         if not 1 <= self.scale_window <= context_length:
             raise ValueError(f"scale_window must be in [1, context_length={context_length}], got {scale_window}")
 
