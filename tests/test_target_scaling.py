@@ -133,7 +133,6 @@ def test_whitening_factor_is_the_cholesky_of_the_shrunk_correlation():
 def test_whitened_increments_round_trip_and_mask_what_they_mix():
     m = model(scaling="whiten")
     batch = inputs(m)
-    P = m._past_length
     future = batch["past_target"][:, -H:] + 0.3
     obs_future = torch.ones(1, H, D)
     obs_future[0, 2, 0] = 0  # series 0 missing at one future step
