@@ -88,26 +88,15 @@ def errors(mean: torch.Tensor, cov: torch.Tensor):
     )
 
 
-def run_affine(sde, sampler, ts):
-    """Push the exact prior through the affine sampler map; returns (mean, cov, nfe)."""
-    d, K = len(DATA_MEAN), sde.num_channels
-    n = K * d
-    a = torch.zeros(n + 1, K, d, dtype=f64)
-    a.view(n + 1, n)[1:] = torch.eye(n, dtype=f64)
-    out = sampler(exact_score(sde), sde, a, ts)
-    o = out.state.reshape(n + 1, n)
-    b, M = o[0], (o[1:] - o[0]).T
-    mu, C = marginal(sde, float(ts[0]))
-    return (M @ mu + b)[:d], (M @ C @ M.T)[:d, :d], out.nfe
+def run_affine(sde, sampler, ts, noisy: bool = False):
+    """Push the exact prior through an affine sampler map; returns (mean, cov, nfe).
 
-
-def run_affine_noise(sde, sampler, ts):
-    """Exact (mean, cov, nfe) of a sampler that is affine in the prior draw and in the standard normal
-    draws it makes (one ``torch.randn`` per step): probe each prior coordinate and each noise coordinate
-    of each step with a unit vector in its own row of one batch."""
+    The map is probed on one batch: the origin and each prior coordinate as a unit vector. With ``noisy`` the
+    sampler is affine in its standard normal draws too (one ``torch.randn`` per step), and each noise coordinate of
+    each step is probed the same way in its own row; without, the sampler must draw no noise at all."""
     d, K = len(DATA_MEAN), sde.num_channels
-    n, steps = K * d, len(ts) - 1
-    rows = 1 + n + steps * n
+    n, noise_steps = K * d, (len(ts) - 1 if noisy else 0)
+    rows = 1 + n + noise_steps * n
     a = torch.zeros(rows, K, d, dtype=f64)
     a.view(rows, n)[1 : n + 1] = torch.eye(n, dtype=f64)
     calls = []
@@ -121,8 +110,8 @@ def run_affine_noise(sde, sampler, ts):
 
     with mock.patch.object(torch, "randn", probe):
         out = sampler(exact_score(sde), sde, a, ts)
-    if len(calls) != steps:
-        raise RuntimeError(f"expected one noise draw per step ({steps}), got {len(calls)}")
+    if len(calls) != noise_steps:
+        raise RuntimeError(f"expected {noise_steps} noise draws (one per step if noisy), got {len(calls)}")
     o = out.state.reshape(rows, n)
     b, M, N = o[0], (o[1 : n + 1] - o[0]).T, o[n + 1 :] - o[0]
     mu, C = marginal(sde, float(ts[0]))
@@ -163,7 +152,7 @@ def benchmark(args):
                         if sampler_name in STOCHASTIC:
                             mean, cov, nfe = run_mc(sde, sampler, ts, args.mc_samples, args.seed)
                         elif sampler_name in NOISY_AFFINE:
-                            mean, cov, nfe = run_affine_noise(sde, sampler, ts)
+                            mean, cov, nfe = run_affine(sde, sampler, ts, noisy=True)
                         else:
                             mean, cov, nfe = run_affine(sde, sampler, ts)
                         wall = time.perf_counter() - start

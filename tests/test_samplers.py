@@ -212,7 +212,7 @@ def test_sde_pc2_is_second_order_in_distribution(name):
     sde = bench.build_sde(name, 10.0)
     errs = []
     for steps in (40, 80):
-        mean, cov, nfe = bench.run_affine_noise(sde, get_sampler("sde_pc2"), time_grid(sde, steps, rho=2.0).double())
+        mean, cov, nfe = bench.run_affine(sde, get_sampler("sde_pc2"), time_grid(sde, steps, rho=2.0).double(), noisy=True)
         assert nfe == steps
         errs.append(bench.errors(mean, cov))
     assert errs[0][1] / errs[1][1] > 2**1.8, errs
@@ -222,7 +222,7 @@ def test_sde_pc2_is_second_order_in_distribution(name):
 @pytest.mark.parametrize("name", ["vsuld", "vscld", "cld", "uld"])
 def test_sde_pc2_meets_the_issue_target_at_20_nfe(name):
     sde = bench.build_sde(name, 10.0)
-    mean, cov, nfe = bench.run_affine_noise(sde, get_sampler("sde_pc2"), time_grid(sde, 20, rho=2.0).double())
+    mean, cov, nfe = bench.run_affine(sde, get_sampler("sde_pc2"), time_grid(sde, 20, rho=2.0).double(), noisy=True)
     mean_error, cov_error = bench.errors(mean, cov)
     assert nfe <= 20 and cov_error <= 0.02 and mean_error <= 0.01, (nfe, cov_error, mean_error)
 
@@ -232,7 +232,7 @@ def test_sde_pc2_samples_match_its_exact_push():
     the sampler's noise has the covariance of the plan)."""
     sde = bench.build_sde("vscld", 10.0)
     ts = time_grid(sde, 10, rho=2.0).double()
-    mean, cov, _ = bench.run_affine_noise(sde, get_sampler("sde_pc2"), ts)
+    mean, cov, _ = bench.run_affine(sde, get_sampler("sde_pc2"), ts, noisy=True)
     mc_mean, mc_cov, _ = bench.run_mc(sde, get_sampler("sde_pc2"), ts, 40_000, 3)
     std = cov.diagonal().sqrt()
     assert ((mc_mean - mean).abs() / std).max() < 0.03
