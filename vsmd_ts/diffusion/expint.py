@@ -98,18 +98,18 @@ def _exp_weights(sde: LinearSDE, t: torch.Tensor, npoly: int, substeps: int = 16
     Z = torch.cat([torch.eye(K, dtype=L.dtype).expand(L[:, 0].shape), L.new_zeros(L[:, 0].shape[:-1] + (npoly,))], -1)
     S = torch.zeros_like(Z[..., :K]) if stochastic else None
     h = ((u[1:] - u[:-1]) / substeps).reshape((n,) + (1,) * (Z.dim() - 1))
+
+    def rk4(rhs, m, X):  # substep m; the midpoint is the odd sample 2m + 1
+        k1 = rhs(2 * m, X)
+        k2 = rhs(2 * m + 1, X + 0.5 * h * k1)
+        k3 = rhs(2 * m + 1, X + 0.5 * h * k2)
+        k4 = rhs(2 * m + 2, X + h * k3)
+        return X + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
     for m in range(substeps):
-        k1 = f(2 * m, Z)
-        k2 = f(2 * m + 1, Z + 0.5 * h * k1)
-        k3 = f(2 * m + 1, Z + 0.5 * h * k2)
-        k4 = f(2 * m + 2, Z + h * k3)
-        Z = Z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        Z = rk4(f, m, Z)
         if stochastic:
-            l1 = g(2 * m, S)
-            l2 = g(2 * m + 1, S + 0.5 * h * l1)
-            l3 = g(2 * m + 1, S + 0.5 * h * l2)
-            l4 = g(2 * m + 2, S + h * l3)
-            S = S + h / 6 * (l1 + 2 * l2 + 2 * l3 + l4)
+            S = rk4(g, m, S)
     return Z[..., :K], Z[..., K:], S
 
 
