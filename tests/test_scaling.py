@@ -215,3 +215,45 @@ def test_noise_scale_cache_follows_A_updates():
     assert not torch.equal(fresh, first)
     sde.load_state_dict({"A.theta": torch.zeros(4)})
     torch.testing.assert_close(sde.noise_scale(t)[0], sde.transition(torch.tensor(0.25)).chol[..., 1, 1].float())
+
+
+# ------------------------------------------------------------------ cached training data
+def test_cached_training_data_gives_the_same_batches_and_transforms_once():
+    """The default ``cache_data=True`` transforms each entry once instead of once per sampled window."""
+    import inspect
+
+    import lightning.pytorch as pl
+    import numpy as np
+    import pandas as pd
+    from gluonts.dataset.common import ListDataset
+
+    from vsmd_ts import VSMDEstimator
+
+    class CountingDataset:
+        def __init__(self, entries):
+            self.entries, self.passes = entries, 0
+
+        def __iter__(self):
+            self.passes += 1
+            yield from self.entries
+
+        def __len__(self):
+            return len(self.entries)
+
+    rng = np.random.default_rng(0)
+    entries = list(ListDataset([{"start": pd.Period("2021-01-01", freq="h"), "target": rng.standard_normal((3, 300))}],
+                               freq="h", one_dim_target=False))
+    est = VSMDEstimator(freq="h", prediction_length=4, target_dim=3, context_length=8, lags_seq=[1, 2], hidden_size=4,
+                        num_layers=1, denoiser_hidden=8, denoiser_blocks=1, batch_size=8, num_batches_per_epoch=3,
+                        seed=0, progress=False)
+    batches, passes = {}, {}
+    for cache in (True, False):
+        data = CountingDataset(entries)
+        pl.seed_everything(0, verbose=False)
+        loader = est._loader(data, est.create_transformation(), est.create_lightning_module(), "training", cache)
+        batches[cache] = torch.cat([b["past_target"].flatten(1) for b in loader])
+        passes[cache] = data.passes
+    torch.testing.assert_close(batches[True], batches[False], rtol=0, atol=0)
+    assert passes[True] == 1 and passes[False] > 5, passes  # ~one window per pass over the single entry
+    for method in (VSMDEstimator.train, VSMDEstimator.train_model):
+        assert inspect.signature(method).parameters["cache_data"].default is True
