@@ -82,7 +82,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="short smoke run (results marked quick)")
     p.add_argument("--synthetic-like", choices=DATASETS, default=None,
                    help="random data of this dataset's shape: speed and memory only, never accuracy")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="override estimator arguments or max_epochs / num_samples, e.g. --set beta=8 max_epochs=10")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (per process with --processes)")
