@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from test_data_metrics import write_fake_archive
 
@@ -52,3 +53,11 @@ def test_repeated_set_options_accumulate():
     args = crps_sum.parse_args(["--out", "x", "--set", "max_epochs=2", "--set", "ensemble_size=1", "beta=8"])
     assert args.set == ["max_epochs=2", "ensemble_size=1", "beta=8"]
     assert crps_sum.parse_args(["--out", "x"]).set == []
+
+
+def test_eval_sampler_spec_parses_grid_and_paths():
+    assert crps_sum.parse_eval_sampler("splitting:40", 1.0) == ("splitting", 40, 1.0, None)
+    assert crps_sum.parse_eval_sampler("sde_pc2:20:2", 1.0) == ("sde_pc2", 20, 2.0, None)
+    assert crps_sum.parse_eval_sampler("sde_pc2:20:2:1000", 1.0) == ("sde_pc2", 20, 2.0, 1000)
+    with pytest.raises(ValueError, match="SAMPLER:STEPS"):
+        crps_sum.parse_eval_sampler("sde_pc2:20:2:1000:7", 1.0)
