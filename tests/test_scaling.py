@@ -257,3 +257,27 @@ def test_cached_training_data_gives_the_same_batches_and_transforms_once():
     assert passes[True] == 1 and passes[False] > 5, passes  # ~one window per pass over the single entry
     for method in (VSMDEstimator.train, VSMDEstimator.train_model):
         assert inspect.signature(method).parameters["cache_data"].default is True
+
+
+def test_rnn_without_onednn_matches_and_restores_the_flag(monkeypatch):
+    """ATen's CPU LSTM (the default, RNN_ONEDNN = False) gives oneDNN's outputs and leaves the global flag alone."""
+    from vsmd_ts.timeseries import module as module_lib
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(12, 6, num_layers=2, batch_first=True)
+    seen = []
+
+    def rnn(inputs, state):
+        seen.append(torch.backends.mkldnn.enabled)  # what the LSTM kernels were dispatched under
+        return lstm(inputs, state)
+
+    owner = type("Owner", (), {"rnn": staticmethod(rnn)})()
+    inputs = torch.randn(5, 7, 12)
+    outs = {}
+    for onednn in (True, False):
+        monkeypatch.setattr(module_lib, "RNN_ONEDNN", onednn)
+        before = torch.backends.mkldnn.enabled
+        outs[onednn] = module_lib.VSMDModel._rnn(owner, inputs)[0]
+        assert torch.backends.mkldnn.enabled == before
+    assert seen == [torch.backends.mkldnn.enabled, False]
+    torch.testing.assert_close(outs[False], outs[True], rtol=1e-5, atol=1e-6)

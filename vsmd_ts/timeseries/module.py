@@ -23,6 +23,9 @@ WHITEN_SHRINKAGE, _WHITEN_MIN_EIG = 0.1, 1e-3
 WHITEN_WINDOW = 20
 # scaling="auto" whitens up to this many series (O(D^3) per window stays cheap), else scales each series ("std")
 WHITEN_MAX_DIM = 64
+# oneDNN's CPU LSTM/GRU kernels: off, because ATen's own were faster at 1-2 threads on an AVX-512 Xeon without AMX
+# (electricity-shaped LSTM training and sampling steps, benchmarks/results_scaling.md); oneDNN may pay on many cores
+RNN_ONEDNN = False
 
 
 def fill_forward(y: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
@@ -330,8 +333,17 @@ class VSMDModel(nn.Module):
             mask = mask.cumprod(dim=-1)
         start, stop = P - self.context_length, seq.shape[1]
         inputs = self._rnn_inputs(scaled, start, stop, time_feat[:, start:stop], static)
-        out, state = self.rnn(inputs)
+        out, state = self._rnn(inputs)
         return scaled, mask, out, state, (loc, scale, L), static, levels[:, P - 1]
+
+    def _rnn(self, inputs: torch.Tensor, state=None):
+        if RNN_ONEDNN or not inputs.is_cpu:
+            return self.rnn(inputs, state)
+        enabled, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, False  # (flags() warns about TF32)
+        try:
+            return self.rnn(inputs, state)
+        finally:
+            torch.backends.mkldnn.enabled = enabled
 
     def training_inputs(self, past_target, past_observed_values, past_time_feat, future_time_feat,
                         future_target, future_observed_values):
@@ -377,7 +389,7 @@ class VSMDModel(nn.Module):
         ts = time_grid(self.sde, self.sampler_steps, self.time_grid_rho, device=past_target.device)
         for k in tqdm(range(H), desc="sampling", leave=False, disable=not self.progress):
             inputs = self._rnn_inputs(seq, P + k, P + k + 1, time_feat[:, k : k + 1], static)
-            out, state = self.rnn(inputs, state)
+            out, state = self._rnn(inputs, state)
             a = self.sde.prior_sample(B * S, kind=self.prior, device=past_target.device)
             seq[:, P + k] = self.sampler(score_fn, self.sde, a, ts, cond=out[:, 0]).x
         samples = seq[:, P:]
