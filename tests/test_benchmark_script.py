@@ -19,7 +19,7 @@ def test_benchmark_script_smoke(tmp_path):
     write_fake_archive(tmp_path / "data", T=200)
     out = tmp_path / "out"
     code = crps_sum.main(["--dataset", "exchange_rate_nips", "--data-dir", str(tmp_path / "data"), "--sde", "vsuld",
-                          "--seeds", "0", "--out", str(out), "--quick", "--eval-samplers", "heun:2", "splitting:3",
+                          "--seeds", "0", "--out", str(out), "--quick", "--eval-samplers", "heun:2:1", "splitting:3",
                           "--set", *TINY])
     assert code == 0
     (run,) = list((out / "runs").glob("*.json"))
@@ -28,7 +28,7 @@ def test_benchmark_script_smoke(tmp_path):
     # the record holds the configuration the estimator resolved from its and the registry's defaults
     resolved = record["resolved_config"]
     assert resolved["beta"] == 10.0 and resolved["damping_ratio"] == 0.7 and resolved["hidden_size"] == 8
-    assert resolved["max_epochs"] == 1 and resolved["sampler"] == "splitting"
+    assert resolved["max_epochs"] == 1 and resolved["sampler"] == "sde_pc2"
     # one trained model, two samplers: Heun takes 2 score calls per step, splitting one
     assert [(e["sampler"], e["sampler_steps"], e["nfe_per_step"]) for e in record["evaluations"]] == [
         ("heun", 2, 4), ("splitting", 3, 3)]
@@ -37,7 +37,8 @@ def test_benchmark_script_smoke(tmp_path):
         assert 0 <= ev["metrics"]["coverage_90"] <= 1
     assert record["peak_rss_mb"] > 0 and record["train_time_s"] > 0
     summary = (out / "summary.md").read_text()
-    assert "| vsuld | heun | 4 | 0 |" in summary and "| vsuld | splitting | 3 | 0 |" in summary
+    # a sampler without its own grid spacing takes the config's (rho 2 by default)
+    assert "| vsuld | heun | 4 | 0 |" in summary and "| vsuld | splitting rho 2 | 3 | 0 |" in summary
     assert list((out / "figures").glob("*.png"))
 
 

@@ -38,6 +38,7 @@ from .checks import CheckMultivariateTarget, PositiveWholeNumber, check_training
 from .distributed import RankSeededLoader
 from .features import default_lags, normalize_freq, time_features_for
 from .lightning_module import VSMDLightningModule
+from .module import SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO
 from .predictor import VSMDPredictor
 
 __all__ = ["CheckMultivariateTarget", "VSMDEstimator", "PREDICTION_INPUT_NAMES", "TRAINING_INPUT_NAMES"]
@@ -173,15 +174,16 @@ class VSMDEstimator(PyTorchLightningEstimator):
         Last steps of the context the scale (and whitening) is computed over (default: 20 steps for
         ``"whiten"``, else the whole context); a short window follows the recent volatility and correlation.
     sampler
-        ``"splitting"`` (default: the reverse SDE by symmetric splitting, chosen on exchange validation windows
-        over the probability-flow samplers, see benchmarks/RESULTS.md), ``"heun"`` (probability-flow ODE),
+        ``"sde_pc2"`` (default: the reverse SDE by an exponential predictor-corrector of order 2, accurate at
+        20 NFE; chosen on exchange validation windows, benchmarks/results_samplers.md), ``"splitting"`` (the
+        reverse SDE by symmetric splitting, the previous default at 40 steps), ``"heun"`` (probability-flow ODE),
         ``"exp_heun"`` (exponential Heun: the PF-ODE's stationary linear part integrated exactly),
         ``"exp_pc3"`` (exponential predictor-corrector, the most accurate PF-ODE sampler per NFE) or
         ``"euler_maruyama"`` (reverse SDE).
     sampler_steps
-        Sampler steps per forecast step (default 40; NFE = 2 x steps for the Heun samplers, else steps).
+        Sampler steps per forecast step (default 20; NFE = 2 x steps for the Heun samplers, else steps).
     time_grid_rho
-        Spacing of the sampling time grid (> 0; 1 is uniform).
+        Spacing of the sampling time grid (> 0; 1 is uniform, default 2: more steps near the data).
     num_parallel_samples
         Paths sampled in parallel per series.
     loss_positions
@@ -243,9 +245,9 @@ class VSMDEstimator(PyTorchLightningEstimator):
         target: Literal["delta", "level"] = "delta",
         scaling: Literal["auto", "std", "mean", "none", "whiten"] = "auto",
         scale_window: Optional[PositiveWholeNumber] = None,
-        sampler: str = "splitting",
-        sampler_steps: PositiveWholeNumber = 40,
-        time_grid_rho: PositiveFloat = 1.0,
+        sampler: str = SAMPLER,
+        sampler_steps: PositiveWholeNumber = SAMPLER_STEPS,
+        time_grid_rho: PositiveFloat = TIME_GRID_RHO,
         num_parallel_samples: PositiveWholeNumber = 100,
         loss_positions: Literal["all", "future"] = "all",
         lr: PositiveFloat = 1e-3,
