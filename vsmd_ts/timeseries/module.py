@@ -21,11 +21,11 @@ _REL_FLOOR = 1e-4
 WHITEN_SHRINKAGE, _WHITEN_MIN_EIG = 0.1, 1e-3
 # its default window (steps), chosen on exchange validation windows (benchmarks/RESULTS.md, section 0.4)
 WHITEN_WINDOW = 20
+# scaling="auto" whitens up to this many series (O(D^3) per window stays cheap), else scales each series ("std")
+WHITEN_MAX_DIM = 64
 # default sampler, steps per forecast step and time-grid spacing: chosen on exchange validation windows by the
 # rule in benchmarks/results_samplers.md (fifth session); <= 1.7 % covariance error at 20 NFE on exact scores
 SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO = "sde_pc2", 20, 2.0
-# scaling="auto" whitens up to this many series (O(D^3) per window stays cheap), else scales each series ("std")
-WHITEN_MAX_DIM = 64
 # oneDNN's CPU LSTM/GRU kernels: off, because ATen's own were faster at 1-2 threads on an AVX-512 Xeon without AMX
 # (electricity-shaped LSTM training and sampling steps, benchmarks/results_scaling.md); oneDNN may pay on many cores
 RNN_ONEDNN = False
