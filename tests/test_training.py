@@ -119,8 +119,11 @@ def _rows(out):
 
 
 def _start_and_wait(out, min_step):
+    # a shell without job control starts background jobs with SIGINT ignored, and children inherit that
+    # (Python then never raises KeyboardInterrupt): give the child the default disposition
     proc = subprocess.Popen([sys.executable, "-m", "vsmd_ts.toys", "train", "--steps", "1000000", "--out", str(out), *TOY],
-                            env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         rows = _rows(out)
