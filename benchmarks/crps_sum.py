@@ -87,8 +87,8 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (per process with --processes)")
     p.add_argument("--processes", type=int, default=1,
-                   help="data-parallel training processes per run (Lightning DDP on CPU, gloo); each rank draws its own "
-                        "windows, so one epoch sees --processes times the batches")
+                   help="data-parallel training processes per run (Lightning DDP on CPU, gloo); the ranks split every "
+                        "batch, so the optimisation is the single-process one with a share of the work per process")
     p.add_argument("--max-train-minutes", type=float, default=30.0, help="wall-clock cap on training (safety)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--single", nargs=2, metavar=("SDE", "SEED"), help=argparse.SUPPRESS)

@@ -21,15 +21,17 @@ The machine these numbers were taken on is shared; every timing is a median
 of repeats measured under contention. Compare ratios within one run.
 
 ``ddp``
-    A tiny 2-process CPU DDP training run (gloo) on exchange-shaped
-    synthetic data that records each rank's batch fingerprints.
+    A tiny CPU DDP training run (gloo) on exchange-shaped synthetic data that
+    records each rank's batches; ``--compare-to`` checks them against a
+    one-process run's (the ranks must split its batches row by row).
 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/scaling.py transition --threads 1
     OMP_NUM_THREADS=1 python benchmarks/scaling.py shapes --threads 1 --shapes exchange,solar,electricity,traffic,wiki
     python benchmarks/scaling.py plot
-    OMP_NUM_THREADS=1 python benchmarks/scaling.py ddp --ddp-dir runs/ddp_check   # 2-process CPU DDP smoke run
+    OMP_NUM_THREADS=1 python benchmarks/scaling.py ddp --processes 1 --ddp-dir runs/ddp_ref
+    OMP_NUM_THREADS=1 python benchmarks/scaling.py ddp --ddp-dir runs/ddp_check --compare-to runs/ddp_ref
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -270,45 +273,60 @@ def bench_shape(shape: str, threads: int, repeats: int, sample_repeats: int, num
 
 
 # ---------------------------------------------------------------- DDP check
-def ddp_check(out_dir: str, processes: int = 2, epochs: int = 2, batches: int = 10) -> None:
+def ddp_check(out_dir: str, processes: int = 2, epochs: int = 2, batches: int = 10, compare_to: str = None) -> None:
     """Tiny exchange-shaped DDP run on CPU (gloo): trains, and records each rank's batches.
 
     Lightning's launcher re-runs this script once per extra rank; every rank
-    writes the fingerprints of its training batches to ``out_dir``.
+    writes its training batches (``past_target``) to ``out_dir``. With
+    ``compare_to`` (the folder of a ``processes=1`` run) rank 0 checks that
+    the ranks' batches, interleaved row by row, are the single process's.
     """
-    import hashlib
-
     import lightning.pytorch as pl
 
     from vsmd_ts import VSMDEstimator
     from vsmd_ts.timeseries.data import synthetic_like
 
-    class Fingerprints(pl.Callback):
+    class Batches(pl.Callback):
         def __init__(self):
             self.seen = []
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            self.seen.append(hashlib.sha1(batch["past_target"].numpy().tobytes()).hexdigest()[:12])
+            self.seen.append(batch["past_target"].clone())
 
         def on_train_end(self, trainer, module):
-            path = Path(out_dir) / f"rank{trainer.global_rank}.json"
+            torch.save(self.seen, Path(out_dir) / f"rank{trainer.global_rank}.pt")
             losses = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            path.write_text(json.dumps({"rank": trainer.global_rank, "world_size": trainer.world_size,
-                                        "batches": self.seen, "metrics": losses}))
+            (Path(out_dir) / f"rank{trainer.global_rank}.json").write_text(json.dumps(
+                {"rank": trainer.global_rank, "world_size": trainer.world_size,
+                 "batch_rows": [len(b) for b in self.seen], "metrics": losses}))
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     data = synthetic_like("exchange_rate_nips", seed=0, train_length=400)
-    fp = Fingerprints()
     est = VSMDEstimator(
         freq=data.freq, prediction_length=data.prediction_length, target_dim=data.target_dim, hidden_size=16,
         num_layers=1, denoiser_hidden=32, denoiser_blocks=1, batch_size=16, num_batches_per_epoch=batches,
         sampler_steps=4, num_parallel_samples=8, num_trajectories=16, trajectory_steps=5, seed=0, progress=False,
-        trainer_kwargs=dict(max_epochs=epochs, accelerator="cpu", devices=processes, strategy="ddp_find_unused_parameters_true",
-                            enable_progress_bar=False, callbacks=[fp]),
+        trainer_kwargs=dict(max_epochs=epochs, accelerator="cpu", devices=processes, enable_progress_bar=False,
+                            callbacks=[Batches()],
+                            **({"strategy": "ddp_find_unused_parameters_true"} if processes > 1 else {})),
     )
     predictor = est.train(data.train)
     forecast = next(iter(predictor.predict(data.test)))
-    print(json.dumps({"forecast_shape": list(forecast.samples.shape), "finite": bool(torch.isfinite(torch.as_tensor(forecast.samples)).all())}))
+    report = {"forecast_shape": list(forecast.samples.shape),
+              "finite": bool(torch.isfinite(torch.as_tensor(forecast.samples)).all())}
+    if compare_to and os.environ.get("LOCAL_RANK", "0") == "0":
+        ranks = [torch.load(Path(out_dir) / f"rank{r}.pt") for r in range(processes)]
+        (single,) = [torch.load(Path(compare_to) / "rank0.pt")]
+        joined = []
+        for shares in zip(*ranks):
+            full = torch.empty(sum(len(s) for s in shares), *shares[0].shape[1:], dtype=shares[0].dtype)
+            for r, share in enumerate(shares):
+                full[r::processes] = share
+            joined.append(full)
+        report["batches_equal_single_process"] = len(joined) == len(single) and all(
+            torch.equal(a, b) for a, b in zip(joined, single))
+        report["rows_per_rank"] = sorted({len(b) for shares in ranks for b in shares})
+    print(json.dumps(report))
 
 
 # ---------------------------------------------------------------- reporting
@@ -400,7 +418,6 @@ def plot(rows: list, path: Path) -> None:
 
 
 def _run_child(args: list) -> dict:
-    import os
     import subprocess
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args[args.index("--threads") + 1]))
@@ -425,6 +442,8 @@ def main(argv=None) -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile of the fused moments")
     p.add_argument("--only", default="sample,marginal", help="initial-velocity conventions for the transition part")
     p.add_argument("--ddp-dir", default="runs/ddp_check")
+    p.add_argument("--processes", type=int, default=2, help="ddp: training processes")
+    p.add_argument("--compare-to", help="ddp: folder of a --processes 1 run whose batches the ranks must split")
     p.add_argument("--figure", default="benchmarks/figures/scaling/cost_vs_target_dim.png")
     args = p.parse_args(argv)
     if args.what == "_one":
@@ -432,7 +451,7 @@ def main(argv=None) -> None:
                                      args.sample_steps)))
         return
     if args.what == "ddp":
-        ddp_check(args.ddp_dir)
+        ddp_check(args.ddp_dir, args.processes, compare_to=args.compare_to)
         return
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}

@@ -147,8 +147,9 @@ def test_fused_transition_uses_few_full_size_operations():
 
 
 # ------------------------------------------------------------------ DDP batches
-def _first_batches(rank, world_size, env=None, n=2, monkeypatch=None):
-    """First ``n`` training batches of a loader built as rank ``rank`` after the same global seeding."""
+def _first_batches(rank, world_size, n=2, batch_size=8):
+    """First ``n`` training batches (past targets, one row per window) of a loader built as rank ``rank``
+    after the same global seeding, and a torch draw made after them."""
     import lightning.pytorch as pl
     import numpy as np
     import pandas as pd
@@ -161,28 +162,38 @@ def _first_batches(rank, world_size, env=None, n=2, monkeypatch=None):
     data = ListDataset([{"start": pd.Period("2021-01-01", freq="h"), "target": target}], freq="h", one_dim_target=False)
     est = VSMDEstimator(
         freq="h", prediction_length=4, target_dim=3, context_length=8, lags_seq=[1, 2], hidden_size=4, num_layers=1,
-        denoiser_hidden=8, denoiser_blocks=1, batch_size=8, num_batches_per_epoch=n, seed=0, progress=False,
+        denoiser_hidden=8, denoiser_blocks=1, batch_size=batch_size, num_batches_per_epoch=n, seed=0, progress=False,
     )
     pl.seed_everything(0, verbose=False)  # what train_model does in every process
     transformed = est.create_transformation().apply(data, is_train=True)
     loader = est.create_training_data_loader(transformed, est.create_lightning_module(), rank=rank, world_size=world_size)
     batches = list(loader)
-    return torch.cat([b["past_target"].flatten(1) for b in batches]), torch.rand(3)
+    return [b["past_target"].flatten(1) for b in batches], torch.rand(3)
 
 
-def test_ddp_ranks_draw_distinct_batches():
-    w0, noise0 = _first_batches(0, 2)
-    w1, noise1 = _first_batches(1, 2)
-    w1_again, _ = _first_batches(1, 2)
-    single, _ = _first_batches(None, None)  # no process group, no launcher variables: rank 0
-    assert w0.shape == w1.shape
-    # same-position windows differ (without the reseeding all 16 would be equal); a few chance
-    # coincidences are possible (16 draws from ~380 window positions on each rank)
-    same = sum(torch.equal(a, b) for a, b in zip(w0, w1))
-    assert same <= 2, same
-    assert not torch.equal(noise0, noise1)  # diffusion times/noise differ too
-    torch.testing.assert_close(w1, w1_again)  # reproducible per rank
-    torch.testing.assert_close(single, w0)  # single-process training unchanged
+def test_ddp_ranks_split_each_batch_of_the_single_process_stream():
+    single, noise = _first_batches(None, None)  # no process group, no launcher variables: rank 0 of 1
+    alone, _ = _first_batches(0, 1)
+    torch.testing.assert_close(torch.cat(alone), torch.cat(single), rtol=0, atol=0)  # single-process unchanged
+    shares = [_first_batches(r, 2) for r in (0, 1)]
+    for k, batch in enumerate(single):
+        assert len(batch) == 8 and [len(s[0][k]) for s in shares] == [4, 4]
+        # rank r trains on rows r, r + 2, ... of the batch one process would train on
+        torch.testing.assert_close(shares[0][0][k], batch[0::2], rtol=0, atol=0)
+        torch.testing.assert_close(shares[1][0][k], batch[1::2], rtol=0, atol=0)
+        assert not torch.equal(shares[0][0][k], shares[1][0][k])  # distinct windows on the two ranks
+    torch.testing.assert_close(shares[0][1], noise)  # rank 0's diffusion noise stream is the single process's
+    assert not torch.equal(shares[1][1], noise)  # rank 1 perturbs its share with its own noise
+    torch.testing.assert_close(_first_batches(1, 2)[1], shares[1][1])  # reproducible per rank
+
+
+def test_ddp_split_of_an_uneven_or_too_small_batch():
+    single, _ = _first_batches(None, None, batch_size=5)
+    with pytest.warns(UserWarning, match="differ by one row"):
+        share, _ = _first_batches(2, 3, batch_size=5)
+    torch.testing.assert_close(share[0], single[0][2::3], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="batch_size >= 3"):
+        _first_batches(1, 3, batch_size=2)
 
 
 def test_rank_detection_from_launcher_environment(monkeypatch):

@@ -1,26 +1,32 @@
-"""Distinct training windows per process under data-parallel training.
+"""Data-parallel training that is the single-process optimisation, split across processes.
 
-GluonTS draws training windows with NumPy's and Python's global random
-generators (instance samplers, shuffle buffer), and the diffusion times and
-noise come from torch's. With a fixed seed every DDP rank starts from the same
-states and would train on identical batches, which adds no throughput. The
-wrapper below gives each rank > 0 its own, reproducible, streams: when the
-training loader is first iterated (inside ``trainer.fit``, where the process
-group exists) it reseeds the three global generators from ``(a draw of the
-current state, rank)``. Rank 0 of a single-process run is left untouched, so
-single-process training is bit-for-bit what it was.
+``batch_size`` is the global batch. With ``W`` DDP processes every rank draws
+the same stream of training windows (GluonTS's instance samplers and shuffle
+buffer use NumPy's and Python's global generators, which rank 0 broadcasts to
+the others at the first batch) and trains on its share of each batch, rows
+``r, r + W, ...``. The ranks' gradients are averaged, so ``W`` processes take
+the optimiser steps of one process on the same windows, each doing ``1/W`` of
+the work: the learning rate, epochs and A schedule chosen for one process hold
+unchanged. Torch's generator (diffusion times and noise) gets a stream of its
+own on each rank > 0, so the ranks' shares are perturbed independently.
+Single-process training is untouched, bit for bit.
+
+(The fourth session's version gave each rank its own windows and a full batch: a
+2-process run then saw twice the windows per step and forecast worse on exchange
+than one process; benchmarks/results_scaling.md, section 3.)
 """
 
 from __future__ import annotations
 
 import os
 import random
+import warnings
 from typing import Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["RankSeededLoader", "rank_and_world_size", "reseed_for_rank"]
+__all__ = ["RankSeededLoader", "rank_and_world_size", "reseed_torch_for_rank", "share_data_stream"]
 
 
 def rank_and_world_size(rank: Optional[int] = None, world_size: Optional[int] = None) -> Tuple[int, int]:
@@ -44,30 +50,50 @@ def rank_and_world_size(rank: Optional[int] = None, world_size: Optional[int] = 
     return int(rank), int(world_size)
 
 
-def reseed_for_rank(rank: int) -> None:
-    """Move NumPy's, Python's and torch's global generators to a stream of their
-    own for ``rank`` (no-op for rank 0).
+def reseed_torch_for_rank(rank: int) -> None:
+    """Move torch's global generator to a stream of its own for ``rank`` (no-op for rank 0).
 
-    The new seed mixes one draw from the current NumPy state (so it still
-    follows ``seed_everything``) with the rank through ``SeedSequence``, which
-    decorrelates the streams of different ranks.
+    The new seed mixes torch's initial seed (so it still follows
+    ``seed_everything``) with the rank through ``SeedSequence``; NumPy's and
+    Python's generators, which draw the windows, are left alone.
     """
     if rank == 0:
         return
-    base = int(np.random.randint(0, 2**31 - 1))
-    state = np.random.SeedSequence([base, int(rank)]).generate_state(3)
-    np.random.seed(int(state[0]))
-    random.seed(int(state[1]))
-    torch.manual_seed(int(state[2]))
+    torch.manual_seed(int(np.random.SeedSequence([torch.initial_seed(), int(rank)]).generate_state(1)[0]))
+
+
+def share_data_stream() -> None:
+    """Give every rank of the process group rank 0's NumPy and Python generator states.
+
+    The ranks ran the same seeding, but any code that drew from those generators
+    on one rank only would make their window streams diverge; broadcasting
+    makes every rank draw exactly rank 0's windows. No-op without a process group.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if torch.distributed.get_world_size() == 1:
+        return
+    state = [(np.random.get_state(), random.getstate())]
+    torch.distributed.broadcast_object_list(state, src=0)
+    np.random.set_state(state[0][0])
+    random.setstate(state[0][1])
 
 
 class RankSeededLoader:
-    """Training loader wrapper that reseeds for its rank before the first batch.
+    """Training loader wrapper that gives each DDP rank its share of every batch.
+
+    At the first batch (inside ``trainer.fit``, where the process group exists)
+    the ranks' window streams are made equal (:func:`share_data_stream`) and
+    torch's reseeded per rank (:func:`reseed_torch_for_rank`); rank ``r`` of
+    ``W`` then yields rows ``r::W`` of each batch. A batch smaller than ``W``
+    is an error; one not divisible by ``W`` gives shares one row apart, which
+    weighs the rows of the larger shares slightly less in the averaged gradient (warned).
 
     Parameters
     ----------
     loader
-        Re-iterable training loader (GluonTS ``as_stacked_batches`` output).
+        Re-iterable training loader (GluonTS ``as_stacked_batches`` output), yielding
+        dicts of tensors with the batch as their first dimension.
     rank, world_size
         Override the detection of :func:`rank_and_world_size` (tests).
     """
@@ -75,11 +101,25 @@ class RankSeededLoader:
     def __init__(self, loader: Iterable, rank: Optional[int] = None, world_size: Optional[int] = None):
         self.loader = loader
         self.rank, self.world_size = rank, world_size
-        self._seeded = False
+        self._share: Optional[Tuple[int, int]] = None
+        self._warned = False
 
     def __iter__(self) -> Iterator:
-        if not self._seeded:
-            self._seeded = True
-            rank, _ = rank_and_world_size(self.rank, self.world_size)
-            reseed_for_rank(rank)
-        return iter(self.loader)
+        if self._share is None:
+            self._share = rank_and_world_size(self.rank, self.world_size)
+            share_data_stream()
+            reseed_torch_for_rank(self._share[0])
+        rank, world = self._share
+        if world == 1:
+            yield from self.loader
+            return
+        for batch in self.loader:
+            n = len(next(iter(batch.values())))
+            if n < world:
+                raise ValueError(f"a batch of {n} windows cannot be split between {world} processes: "
+                                 f"use batch_size >= {world}")
+            if n % world and not self._warned:
+                self._warned = True
+                warnings.warn(f"batch of {n} windows split between {world} processes: shares differ by one row; "
+                              f"a batch_size divisible by {world} makes the split exact")
+            yield {k: v[rank::world] for k, v in batch.items()}

@@ -200,7 +200,9 @@ class VSMDEstimator(PyTorchLightningEstimator):
         the backward trajectories (``None``: the sampling prior; ``"fixed"`` lets A react to the data) and
         their sampler (``"euler_maruyama"`` or ``"splitting"``, less biased at the same steps).
     batch_size, num_batches_per_epoch
-        Training windows per batch and batches per epoch.
+        Training windows per batch and batches per epoch. ``batch_size`` is the global batch: under DDP
+        each of the ``W`` processes trains on ``batch_size / W`` of every batch's windows (its rows
+        ``r::W``), so ``W`` processes run the single-process optimisation in about ``1/W`` of the time.
     ensemble_size
         Models trained side by side from different initialisations (same batches, ``ensemble_size`` times the
         training cost, same sampling cost); the forecast is their equal-weight mixture (see
@@ -212,7 +214,9 @@ class VSMDEstimator(PyTorchLightningEstimator):
         ``accelerator``, ``devices``, ``strategy``...). Defaults: 20 epochs (chosen on validation),
         gradient clipping 10, no logger, checkpoints in a temporary folder.
         For DDP use ``strategy="ddp_find_unused_parameters_true"``: score and
-        A steps leave different parameters without gradients.
+        A steps leave different parameters without gradients. The ranks split
+        each batch (see ``batch_size``), so the schedule and learning rate
+        need no change with the number of processes.
     train_sampler, validation_sampler
         GluonTS instance samplers.
     seed
@@ -362,7 +366,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
             output_type=torch.tensor,
             num_batches_per_epoch=self.num_batches_per_epoch,
         )
-        # distinct windows on each DDP rank; a length for Lightning's progress bar and step count
+        # each DDP rank takes its share of every batch; a length for Lightning's progress bar and step count
         batches = RankSeededLoader(batches, kwargs.get("rank"), kwargs.get("world_size"))
         return _Batches(batches, self.num_batches_per_epoch)
 

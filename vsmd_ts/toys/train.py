@@ -60,7 +60,7 @@ class ToyConfig(FitConfig):
     hidden, num_blocks
         Width and depth of the residual MLP (the authors use 256 and 6).
     batch_size
-        Points per optimiser step.
+        Points per optimiser step (all processes together under DDP).
     A_lr
         Learning rate of A (default 1e-2).
     lr_schedule, lr_warmup
@@ -222,7 +222,7 @@ def train(cfg: ToyConfig, out: Optional[Union[str, os.PathLike]] = None) -> dict
 
     def batch(step: int, rank: int, world: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(((cfg.seed * 2**31 + step) * 64 + rank) % 2**63)
-        return dataset.sample(cfg.batch_size, g)
+        return dataset.sample(len(range(rank, cfg.batch_size, world)), g)  # the ranks share the global batch
 
     eval_curve = []
 
