@@ -20,6 +20,10 @@ Two parts, both written to ``--out`` (JSON) and printed as markdown tables:
 The machine these numbers were taken on is shared; every timing is a median
 of repeats measured under contention. Compare ratios within one run.
 
+``lstm``
+    The electricity-shaped LSTM's forward + backward with oneDNN's and ATen's
+    CPU kernels, interleaved (``module.RNN_ONEDNN`` chooses).
+
 ``ddp``
     A tiny CPU DDP training run (gloo) on exchange-shaped synthetic data that
     records each rank's batches; ``--compare-to`` checks them against a
@@ -30,6 +34,7 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/scaling.py transition --threads 1
     OMP_NUM_THREADS=1 python benchmarks/scaling.py shapes --threads 1 --shapes exchange,solar,electricity,traffic,wiki
     python benchmarks/scaling.py plot
+    OMP_NUM_THREADS=2 python benchmarks/scaling.py lstm --threads 1,2
     OMP_NUM_THREADS=1 python benchmarks/scaling.py ddp --processes 1 --ddp-dir runs/ddp_ref
     OMP_NUM_THREADS=1 python benchmarks/scaling.py ddp --ddp-dir runs/ddp_check --compare-to runs/ddp_ref
 """
@@ -329,6 +334,29 @@ def ddp_check(out_dir: str, processes: int = 2, epochs: int = 2, batches: int = 
     print(json.dumps(report))
 
 
+def lstm_kernels(threads: int, repeats: int = 7, width: int = 2595, steps: int = 96, batch: int = 32) -> dict:
+    """Median seconds of an electricity-shaped LSTM (2 x 128) forward + backward with oneDNN's
+    kernels and with ATen's, interleaved in one process (``module.RNN_ONEDNN`` picks between them)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(width, 128, num_layers=2, batch_first=True)
+    x = torch.randn(batch, steps, width)
+    seconds = {"oneDNN": [], "ATen": []}
+    enabled = torch.backends.mkldnn.enabled
+    try:
+        for rep in range(repeats + 1):  # the first round warms up
+            for name, flag in (("oneDNN", True), ("ATen", False)):
+                torch.backends.mkldnn.enabled = flag
+                t0 = time.perf_counter()
+                lstm(x)[0].sum().backward()
+                if rep:
+                    seconds[name].append(time.perf_counter() - t0)
+                lstm.zero_grad()
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+    return {"threads": threads, **{k: round(statistics.median(v), 4) for k, v in seconds.items()}}
+
+
 # ---------------------------------------------------------------- reporting
 def fit_slope(dims, values) -> float:
     """Least-squares slope of ``log(value)`` against ``log(target_dim)``."""
@@ -429,7 +457,7 @@ def _run_child(args: list) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["transition", "shapes", "plot", "ddp", "_one"])
+    p.add_argument("what", choices=["transition", "shapes", "plot", "ddp", "lstm", "_one"])
     p.add_argument("--out", default="benchmarks/results_scaling.json")
     p.add_argument("--threads", default="1", help="comma-separated thread counts")
     p.add_argument("--shapes", default=",".join(SHAPES))
@@ -452,6 +480,10 @@ def main(argv=None) -> None:
         return
     if args.what == "ddp":
         ddp_check(args.ddp_dir, args.processes, compare_to=args.compare_to)
+        return
+    if args.what == "lstm":
+        for threads in map(int, args.threads.split(",")):
+            print(json.dumps(lstm_kernels(threads, args.repeats)))
         return
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}

@@ -271,7 +271,7 @@ def test_cached_training_data_gives_the_same_batches_and_transforms_once():
 
 
 def test_rnn_without_onednn_matches_and_restores_the_flag(monkeypatch):
-    """ATen's CPU LSTM (the default, RNN_ONEDNN = False) gives oneDNN's outputs and leaves the global flag alone."""
+    """ATen's CPU LSTM (RNN_ONEDNN = False) gives oneDNN's outputs and leaves the global flag alone."""
     from vsmd_ts.timeseries import module as module_lib
 
     torch.manual_seed(0)
