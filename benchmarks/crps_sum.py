@@ -41,7 +41,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.append(str(HERE.parent))  # a checkout without `pip install -e .` still finds vsmd_ts (installed wins)
+# the script's checkout: used without an install, and over an editable install of another checkout (whose finder
+# runs after sys.path); a regular install in site-packages comes first
+sys.path.append(str(HERE.parent))
 from configs import config_for  # noqa: E402
 
 from vsmd_ts.diffusion import SDE_NAMES  # noqa: E402  (torch only: quick to import)
