@@ -321,7 +321,7 @@ def ddp_check(out_dir: str, processes: int = 2, epochs: int = 2, batches: int = 
               "finite": bool(torch.isfinite(torch.as_tensor(forecast.samples)).all())}
     if compare_to and os.environ.get("LOCAL_RANK", "0") == "0":
         ranks = [torch.load(Path(out_dir) / f"rank{r}.pt") for r in range(processes)]
-        (single,) = [torch.load(Path(compare_to) / "rank0.pt")]
+        single = torch.load(Path(compare_to) / "rank0.pt")
         joined = []
         for shares in zip(*ranks):
             full = torch.empty(sum(len(s) for s in shares), *shares[0].shape[1:], dtype=shares[0].dtype)

@@ -69,12 +69,11 @@ def share_data_stream() -> None:
     on one rank only would make their window streams diverge; broadcasting
     makes every rank draw exactly rank 0's windows. No-op without a process group.
     """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    if torch.distributed.get_world_size() == 1:
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
     state = [(np.random.get_state(), random.getstate())]
-    torch.distributed.broadcast_object_list(state, src=0)
+    dist.broadcast_object_list(state, src=0)
     np.random.set_state(state[0][0])
     random.setstate(state[0][1])
 
