@@ -186,3 +186,31 @@ def test_nan_data_raises():
         sde.perturb(x0, torch.full((4,), 0.5))
     with pytest.raises(ValueError, match="shape"):
         sde.perturb(torch.randn(4, 2), torch.full((4,), 0.5))
+
+
+@pytest.mark.parametrize("name,kw", CASES)
+def test_gaussian_noise_prediction_is_the_optimal_denoiser_of_gaussian_data(name, kw):
+    """For x_0 ~ N(0, diag(var)): marginal_cov is the covariance of perturbed draws, and the closed-form
+    noise prediction is the least-squares regression of the velocity noise eps_K on the state a_t."""
+    sde = build(name, **kw)
+    var = torch.tensor([1.0, 4.0, 0.25], dtype=torch.float64)
+    n, g = 40_000, torch.Generator().manual_seed(3)
+    x0 = (torch.randn(n, 3, generator=g, dtype=torch.float64) * var.sqrt()).float()
+    K = sde.num_channels
+    for t in (0.02, 0.3, 1.0):
+        a, eps = sde.perturb(x0, torch.full((n,), t), generator=g)
+        a, eps = a.double(), eps.double()
+        emp = torch.einsum("nki,nli->ikl", a, a) / n
+        M = sde.marginal_cov(t, var)
+        sd = M.diagonal(dim1=-2, dim2=-1).sqrt()
+        assert ((emp - M).abs() / (sd[..., :, None] * sd[..., None, :]) < 0.03).all()
+        pred = sde.gaussian_noise_prediction(a.float(), torch.tensor(t), var).double()
+        # the regression coefficients of eps_K on (x, v), per coordinate, against the closed form's
+        for i in range(3):
+            X = a[:, :, i]
+            coef = torch.linalg.lstsq(X, eps[:, -1, i:i + 1]).solution[:, 0]
+            closed = torch.linalg.lstsq(X, pred[:, i:i + 1]).solution[:, 0]
+            assert (coef - closed).abs().max() < 0.03 * max(1.0, float(closed.abs().max())), (t, i, coef, closed)
+        # per-sample times give the same values as one shared time
+        torch.testing.assert_close(sde.gaussian_noise_prediction(a[:5].float(), torch.full((5,), t), var).double(),
+                                   pred[:5], rtol=1e-5, atol=1e-6)

@@ -168,3 +168,23 @@ def test_auto_scaling_whitens_few_series_and_scales_many():
     assert model(target="level").scaling == "std"
     wide = model(target_dim=65)
     assert wide.scaling == "std" and wide.scale_window == C
+
+
+def test_untrained_gaussian_residual_model_is_the_whitened_random_walk():
+    """Zero-initialised residual: one-step increments ~ N(0, diag(scale) L L^T diag(scale)), the random walk with
+    the scale window's covariance; without the Gaussian term an untrained model is far from it."""
+    m = model(gaussian_residual=True, num_parallel_samples=6000, sampler_steps=20)
+    assert not any(k.startswith("denoiser.sde") for k in m.state_dict())  # A is stored once, under sde.
+    batch = inputs(m, level=5.0)
+    values, vmask, levels, obs = m._modelled(batch["past_target"], batch["past_observed_values"])
+    _, scale, L, _ = m._scale(values, vmask, levels, obs)
+    cov = (scale[0, 0, :, None] * (L[0] @ L[0].T) * scale[0, 0, None, :]).double()
+    last = batch["past_target"][0, -1].double()
+    first = sample(m, batch)[0, :, 0] - last  # (paths, D)
+    emp = first.T @ first / first.shape[0]
+    sd = cov.diagonal().sqrt()
+    assert ((emp - cov).abs() / (sd[:, None] * sd[None, :]) < 0.08).all(), (emp, cov)
+    assert (first.mean(0).abs() / sd < 0.08).all()
+    plain = model(num_parallel_samples=6000, sampler_steps=20)
+    steps = sample(plain, batch)[0, :, 0] - last
+    assert ((steps.T @ steps / steps.shape[0]).diagonal() / cov.diagonal() - 1).abs().max() > 0.5

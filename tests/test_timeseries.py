@@ -111,10 +111,11 @@ def test_nan_targets_train_without_nan_loss():
     assert np.isfinite(samples).all()
 
 
-def test_serialize_round_trip_gives_identical_forecasts(tmp_path):
+@pytest.mark.parametrize("gaussian_residual", [False, True])
+def test_serialize_round_trip_gives_identical_forecasts(tmp_path, gaussian_residual):
     from gluonts.model.predictor import Predictor
 
-    predictor = tiny().train(dataset(signal()[:, :-H]))
+    predictor = tiny(gaussian_residual=gaussian_residual).train(dataset(signal()[:, :-H]))
     predictor.serialize(tmp_path)
     loaded = Predictor.deserialize(tmp_path)
     assert loaded == predictor

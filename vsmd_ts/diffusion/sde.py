@@ -249,7 +249,11 @@ class LinearSDE(nn.Module):
         return self._last_chol(t).to(torch.float32)
 
     def _cached_last_chol(self, t: torch.Tensor) -> torch.Tensor:
-        """``L_KK`` (float32) at one time, memoised while A is unchanged.
+        """``L_KK`` (float32) at one time, memoised while A is unchanged."""
+        return self._cached(t, "chol", lambda s: self._last_chol(s).to(torch.float32))
+
+    def _cached(self, t: torch.Tensor, name, compute):
+        """``compute(t)`` at one time ``t``, memoised under ``name`` while A is unchanged.
 
         Samplers query the same few grid times for every forecast step and
         sample path; A is frozen meanwhile, so each value is computed once.
@@ -260,13 +264,13 @@ class LinearSDE(nn.Module):
         version = () if A is None else tuple((id(p), p._version) for p in A.parameters(recurse=False)) + tuple(
             (id(b), b._version) for b in A.buffers(recurse=False)
         )
-        cache = self.__dict__.setdefault("_chol_cache", {})
+        cache = self.__dict__.setdefault("_time_cache", {})
         if cache.get("version") != version or len(cache) > 4096:
             cache.clear()
             cache["version"] = version
-        key = (float(t), str(t.device))
+        key = (name, float(t), str(t.device))
         if key not in cache:
-            cache[key] = self._last_chol(t).to(torch.float32)
+            cache[key] = compute(t)
         return cache[key]
 
     def _last_chol(self, t: torch.Tensor) -> torch.Tensor:
@@ -359,21 +363,63 @@ class LinearSDE(nn.Module):
             return torch.eye(self.num_channels, dtype=torch.float64, device=device) * blocks
         if kind == "stationary":
             return self.stationary_cov().to(device) * blocks
-        tr = self.transition(torch.tensor(self.T, device=device))
+        T = torch.tensor(self.T, device=device)
         if kind == "transition":
-            return tr.cov
+            return self.transition(T).cov
         if kind != "data":
             raise ValueError(f"unknown prior kind {kind!r}; use 'data', 'transition', 'stationary' or 'fixed'")
-        var = torch.as_tensor(data_var, dtype=torch.float64, device=device).expand(self.data_shape)
+        return self.marginal_cov(T, data_var)
+
+    def marginal_cov(self, t, data_var=1.0) -> torch.Tensor:
+        """Covariance blocks ``(*t.shape, *data_shape, K, K)`` (float64) of the marginal of ``a_t``
+        for independent data coordinates ``x_0 ~ N(0, data_var)`` and ``v_0 ~ N(0, 1)``.
+
+        ``data_var`` is a float or a tensor broadcastable to ``data_shape``.
+        At ``t = T`` this is the ``"data"`` prior.
+        """
+        return self._marginal_cov(self.transition(self._as_time(t)), data_var)
+
+    def _marginal_cov(self, tr: Transition, data_var) -> torch.Tensor:
+        var = torch.as_tensor(data_var, dtype=torch.float64, device=tr.cov.device).expand(self.data_shape)
         if not (torch.isfinite(var).all() and (var >= 0).all()):
             raise ValueError(f"data_var must be finite and non-negative, got {data_var}")
         K = self.num_channels
-        S0 = torch.zeros(self.data_shape + (K, K), dtype=torch.float64, device=device)
+        # what the transition leaves out of Cov(a_0): the data's variance, and v_0's unless it is marginalised
+        S0 = torch.zeros(self.data_shape + (K, K), dtype=torch.float64, device=var.device)
         S0[..., 0, 0] = var
         if K == 2:
-            S0[..., 1, 1] = 1.0  # initial velocity ~ N(0, I)
-        noise_only = tr.cov - congruence(tr.mean_coef, self._initial_cov(device))
-        return noise_only + congruence(tr.mean_coef, S0)
+            S0[..., 1, 1] = 1.0 - self.initial_cov_last
+        return tr.cov + congruence(tr.mean_coef, S0)
+
+    def gaussian_noise_prediction(self, a: torch.Tensor, t: torch.Tensor, data_var=1.0) -> torch.Tensor:
+        """The optimal noise prediction ``E[eps_K | a_t]`` when the data are independent ``N(0, data_var)``.
+
+        It is the exact last-channel score of :meth:`marginal_cov` times
+        ``-L_KK(t)``: ``L_KK (Sigma_t^{-1} a)_K``, linear in ``a``
+        ``(N, K, *data_shape)``; ``t`` is ``()`` or ``(N,)``. Returns
+        ``(N, *data_shape)`` in the dtype of ``a``. For standardised data this
+        is a closed-form denoiser, and a network added to it learns only what
+        the data have beyond that Gaussian (:class:`~vsmd_ts.diffusion.GaussianResidual`).
+        """
+        t = self._as_time(t, a)
+        if t.dim() == 1 and t.numel() > 1 and bool((t == t[0]).all()):
+            t = t[0]  # one time for the whole batch (samplers)
+        if t.dim() == 0 and not torch.is_tensor(data_var):
+            coefs = self._cached(t, ("gauss", float(data_var)), lambda s: self._gaussian_coefs(s, data_var))
+        else:
+            coefs = self._gaussian_coefs(t, data_var)
+        return sum(c.to(a.dtype) * a[:, i] for i, c in enumerate(coefs))
+
+    def _gaussian_coefs(self, t: torch.Tensor, data_var) -> list:
+        """Per-channel coefficients ``(*t.shape, *data_shape)`` of :meth:`gaussian_noise_prediction`, float32."""
+        tr = self.transition(t)
+        M, L_KK = self._marginal_cov(tr, data_var), tr.chol[..., -1, -1]
+        if self.num_channels == 1:
+            coefs = [L_KK / M[..., 0, 0]]
+        else:  # last row of the inverse of a symmetric 2 x 2 block
+            det = M[..., 0, 0] * M[..., 1, 1] - M[..., 0, 1] ** 2
+            coefs = [-L_KK * M[..., 0, 1] / det, L_KK * M[..., 0, 0] / det]
+        return [c.to(torch.float32) for c in coefs]
 
     def prior_sample(
         self,

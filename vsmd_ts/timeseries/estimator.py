@@ -160,6 +160,11 @@ class VSMDEstimator(PyTorchLightningEstimator):
         History encoder (``rnn_type`` ``"lstm"`` or ``"gru"``).
     denoiser_hidden, denoiser_blocks
         Residual-MLP denoiser size.
+    gaussian_residual
+        The network learns a correction to the exact denoiser of standard normal (scaled, whitened) data, so an
+        untrained model is a Gaussian random walk with the recent covariance (see
+        :class:`~vsmd_ts.diffusion.GaussianResidual`). Off by default: no better on exchange validation windows
+        (benchmarks/RESULTS.md, section 0.7).
     target
         ``"delta"`` (default: model increments, forecast = last value + their
         cumulative sum) or ``"level"`` (model the values themselves).
@@ -246,6 +251,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         dropout_rate: float = 0.1,
         denoiser_hidden: PositiveWholeNumber = 128,
         denoiser_blocks: PositiveWholeNumber = 3,
+        gaussian_residual: bool = False,
         target: Literal["delta", "level"] = "delta",
         scaling: Literal["auto", "std", "mean", "none", "whiten"] = "auto",
         scale_window: Optional[PositiveWholeNumber] = None,
@@ -296,7 +302,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
             num_layers=num_layers, rnn_type=rnn_type, dropout_rate=dropout_rate, target=target, scaling=scaling,
             scale_window=scale_window,
             sde=self.sde, beta=beta, damping_ratio=damping_ratio, gamma=gamma, A_max=A_max, initial_velocity=initial_velocity,
-            prior=prior, denoiser_hidden=denoiser_hidden, denoiser_blocks=denoiser_blocks, sampler=sampler,
+            prior=prior, denoiser_hidden=denoiser_hidden, denoiser_blocks=denoiser_blocks,
+            gaussian_residual=gaussian_residual, sampler=sampler,
             sampler_steps=sampler_steps, time_grid_rho=time_grid_rho, num_parallel_samples=num_parallel_samples,
             loss_positions=loss_positions, progress=progress,
         )

@@ -9,7 +9,16 @@ from gluonts.model import Input, InputSpec
 from torch import nn
 from tqdm.auto import tqdm
 
-from vsmd_ts.diffusion import DSMLoss, ResidualMLP, ScoreModel, get_sampler, is_momentum, make_sde, time_grid
+from vsmd_ts.diffusion import (
+    DSMLoss,
+    GaussianResidual,
+    ResidualMLP,
+    ScoreModel,
+    get_sampler,
+    is_momentum,
+    make_sde,
+    time_grid,
+)
 
 __all__ = ["VSMDModel", "TARGETS", "SCALINGS"]
 
@@ -157,6 +166,14 @@ class VSMDModel(nn.Module):
         Sampling prior (see :meth:`~vsmd_ts.diffusion.LinearSDE.prior_cov`).
     denoiser_hidden, denoiser_blocks, time_embed_dim, denoiser_dropout
         Residual-MLP denoiser.
+    gaussian_residual
+        Add the residual MLP to the exact denoiser of independent standard
+        normal data (:class:`~vsmd_ts.diffusion.GaussianResidual`): an
+        untrained model then samples ``N(0, I)`` in the scaled (whitened)
+        coordinates, a Gaussian random walk with the window's covariance,
+        and the network learns the departures from it. Off by default: on
+        exchange validation windows it was no better than the plain
+        denoiser (benchmarks/RESULTS.md, section 0.7).
     sampler, sampler_steps, time_grid_rho
         Sampler name, number of steps and grid spacing (NFE per forecast
         step = 2 x steps for Heun).
@@ -195,6 +212,7 @@ class VSMDModel(nn.Module):
         denoiser_blocks: int = 3,
         time_embed_dim: int = 64,
         denoiser_dropout: float = 0.0,
+        gaussian_residual: bool = False,
         sampler: str = SAMPLER,
         sampler_steps: int = SAMPLER_STEPS,
         time_grid_rho: float = TIME_GRID_RHO,
@@ -256,6 +274,8 @@ class VSMDModel(nn.Module):
             cond_dim=hidden_size,
             dropout=denoiser_dropout,
         )
+        if gaussian_residual:
+            self.denoiser = GaussianResidual(self.sde, self.denoiser)
         self.dsm = DSMLoss()
 
     # ------------------------------------------------------------------ specs
