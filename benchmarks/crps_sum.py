@@ -85,7 +85,7 @@ def parse_args(argv=None):
     p.add_argument("--synthetic-like", choices=DATASETS, default=None,
                    help="random data of this dataset's shape: speed and memory only, never accuracy")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override estimator arguments or max_epochs / num_samples, e.g. --set beta=8 max_epochs=10")
+                   help="override estimator arguments or max_epochs / num_samples / precision, e.g. --set beta=8 max_epochs=10")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (per process with --processes)")
     p.add_argument("--processes", type=int, default=1,
@@ -177,6 +177,8 @@ def run_one(args, sde: str, seed: int) -> dict:
         key, _, text = item.partition("=")
         if key in ("max_epochs", "num_samples"):
             cfg[key] = int(text)
+        elif key == "precision":  # Lightning's, e.g. bf16-mixed
+            cfg[key] = text
         else:
             cfg["estimator"][key] = _value(text)
     if synthetic and not any(s.startswith("max_epochs=") for s in args.set):
@@ -184,7 +186,7 @@ def run_one(args, sde: str, seed: int) -> dict:
     trainer_kwargs = {
         "max_time": datetime.timedelta(minutes=args.max_train_minutes),
         "enable_progress_bar": args.progress,
-        **({"max_epochs": cfg["max_epochs"]} if "max_epochs" in cfg else {}),
+        **{key: cfg[key] for key in ("max_epochs", "precision") if key in cfg},
     }
     if args.processes > 1:
         trainer_kwargs.update(accelerator="cpu", devices=args.processes, strategy="ddp_find_unused_parameters_true")
@@ -205,6 +207,7 @@ def run_one(args, sde: str, seed: int) -> dict:
 
     record = base_record(args, sde, seed, dataset, synthetic)
     resolved = {**estimator.model_kwargs, **estimator.module_kwargs, "max_epochs": estimator.trainer_kwargs["max_epochs"],
+                "precision": estimator.trainer_kwargs.get("precision", "32-true"),
                 "batch_size": estimator.batch_size, "num_batches_per_epoch": estimator.num_batches_per_epoch}
     record.update({
         "config": cfg,
