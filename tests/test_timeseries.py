@@ -224,3 +224,22 @@ def test_set_sampler_reaches_every_member():
     assert {m.nfe_per_step for m in module.members} == {10}
     with pytest.raises(ValueError, match="ensemble_size"):
         tiny(ensemble_size=0)
+
+
+def test_bf16_mixed_training_forecasts_in_float32(monkeypatch):
+    """precision="auto" resolves to bf16-mixed where the CPU is fast at it; the model trains (score and A phases,
+    whitening in float64) under bfloat16 autocast, keeps float32 weights and forecasts finite float32 samples."""
+    from vsmd_ts.training import precision
+
+    monkeypatch.setattr(precision, "bf16_matmul_speedup", lambda: 3.0)
+    out = tiny(trainer_kwargs=dict(max_epochs=2, enable_progress_bar=False, accelerator="cpu")).train_model(
+        dataset(signal()[:, :-H]))
+    assert out.trainer.precision == "bf16-mixed"
+    net = out.predictor.prediction_net
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert torch.isfinite(torch.cat([p.detach().flatten() for p in net.parameters()])).all()
+    samples = next(iter(out.predictor.predict(dataset(signal())))).samples
+    assert samples.dtype == np.float32 and samples.shape == (5, H, D) and np.isfinite(samples).all()
+    monkeypatch.setattr(precision, "bf16_matmul_speedup", lambda: 1.0)
+    assert tiny(trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False, accelerator="cpu")).train_model(
+        dataset(signal()[:, :-H])).trainer.precision == "32-true"

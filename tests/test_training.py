@@ -196,3 +196,23 @@ def test_each_checkpoint_is_written_after_the_row_of_its_step(tmp_path, monkeypa
     assert [step for step, _ in periodic] == [10, 20]
     for step, rows in periodic:
         assert rows and rows[-1] == step, (step, rows)
+
+
+# ------------------------------------------------------------- precision
+def test_auto_precision_takes_bf16_only_on_a_cpu_where_it_is_much_faster(monkeypatch):
+    from vsmd_ts.training import precision
+
+    assert precision.resolve_precision("32-true", "cpu") == "32-true"
+    assert precision.resolve_precision("bf16-mixed", "gpu") == "bf16-mixed"
+    assert precision.resolve_precision("auto", "gpu") == "32-true"  # not measured on GPUs
+    for speedup, expected in ((4.6, "bf16-mixed"), (2.0, "bf16-mixed"), (1.9, "32-true"), (0.7, "32-true")):
+        monkeypatch.setattr(precision, "bf16_matmul_speedup", lambda: speedup)
+        assert precision.resolve_precision("auto", "cpu") == expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert precision.resolve_precision("auto", "auto") == "32-true"  # no GPU: the CPU rule (speed-up 0.7)
+    monkeypatch.setattr(precision, "bf16_matmul_speedup", lambda: 3.0)
+    assert precision.resolve_precision("auto", None) == "bf16-mixed"
+    # the real measurement: a finite positive ratio, memoised per thread count
+    monkeypatch.undo()
+    ratio = precision.bf16_matmul_speedup(rows=64, width=64, repeats=1)
+    assert 0 < ratio < float("inf") and precision.bf16_matmul_speedup(rows=64, width=64, repeats=1) == ratio

@@ -35,7 +35,8 @@ class FitConfig:
     max_minutes
         Time budget of this call; training stops and checkpoints after it.
     accelerator, devices, strategy, precision
-        Lightning Trainer settings (``devices > 1``: DDP).
+        Lightning Trainer settings (``devices > 1``: DDP; ``precision="auto"``: see
+        :func:`vsmd_ts.training.precision.resolve_precision`).
     progress
         Progress bar.
     """

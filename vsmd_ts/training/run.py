@@ -30,6 +30,7 @@ from .callbacks import EMA, EveryNSteps, LogRows, ResumableCSVLogger, SaveOnStop
 from .checkpoint import load_checkpoint
 from .config import FitConfig
 from .module import DiffusionModule, StepBatches
+from .precision import resolve_precision
 
 __all__ = ["FitConfig", "FitResult", "fit"]
 
@@ -77,7 +78,8 @@ def _trainer(cfg: FitConfig, out: Optional[Path], callbacks: list) -> pl.Trainer
         ]
     return pl.Trainer(
         max_steps=cfg.steps, max_epochs=-1, max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
-        accelerator=cfg.accelerator, devices=cfg.devices, strategy=strategy, precision=cfg.precision,
+        accelerator=cfg.accelerator, devices=cfg.devices, strategy=strategy,
+        precision=resolve_precision(cfg.precision, cfg.accelerator),
         callbacks=callbacks, logger=ResumableCSVLogger(out) if out is not None else False,
         enable_checkpointing=out is not None, enable_progress_bar=cfg.progress, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=max(1, cfg.log_every), default_root_dir=out,
