@@ -207,7 +207,7 @@ def run_one(args, sde: str, seed: int) -> dict:
 
     record = base_record(args, sde, seed, dataset, synthetic)
     resolved = {**estimator.model_kwargs, **estimator.module_kwargs, "max_epochs": estimator.trainer_kwargs["max_epochs"],
-                "precision": estimator.trainer_kwargs.get("precision", "32-true"),
+                "precision": out_train.trainer.precision,  # "auto" resolved
                 "batch_size": estimator.batch_size, "num_batches_per_epoch": estimator.num_batches_per_epoch}
     record.update({
         "config": cfg,
