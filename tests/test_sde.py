@@ -196,7 +196,6 @@ def test_gaussian_noise_prediction_is_the_optimal_denoiser_of_gaussian_data(name
     var = torch.tensor([1.0, 4.0, 0.25], dtype=torch.float64)
     n, g = 40_000, torch.Generator().manual_seed(3)
     x0 = (torch.randn(n, 3, generator=g, dtype=torch.float64) * var.sqrt()).float()
-    K = sde.num_channels
     for t in (0.02, 0.3, 1.0):
         a, eps = sde.perturb(x0, torch.full((n,), t), generator=g)
         a, eps = a.double(), eps.double()

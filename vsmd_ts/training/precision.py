@@ -67,7 +67,9 @@ def resolve_precision(precision, accelerator="auto"):
     ``"auto"``: ``"bf16-mixed"`` when training runs on the CPU
     (``accelerator`` ``"cpu"``, or ``"auto"``/``None`` without a GPU) and
     :func:`bf16_matmul_speedup` is at least :data:`BF16_MIN_SPEEDUP`;
-    ``"32-true"`` otherwise (GPUs included: not measured there).
+    ``"32-true"`` otherwise (GPUs included: not measured there). Each
+    process decides for itself, so DDP ranks on one machine time the same
+    CPU; pass an explicit precision where that is not enough.
     """
     if precision != "auto":
         return precision
