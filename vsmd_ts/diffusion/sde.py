@@ -240,13 +240,21 @@ class LinearSDE(nn.Module):
         (broadcastable over ``data_shape``).
         """
         t = self._as_time(t)
-        if t.dim() == 1 and t.numel() > 1 and bool((t == t[0]).all()):
-            # one time for the whole batch (samplers): compute the blocks once
-            L = self._cached_last_chol(t[0])
-            return L.expand((t.shape[0],) + L.shape)
+        one = self._one_time(t)
+        if one is None:
+            return self._last_chol(t).to(torch.float32)
+        L = self._cached_last_chol(one)
+        return L if t.dim() == 0 else L.expand((t.shape[0],) + L.shape)
+
+    @staticmethod
+    def _one_time(t: torch.Tensor) -> Optional[torch.Tensor]:
+        """``t`` as a 0-dim tensor when it holds one time (a scalar, or a batch of equal
+        times, as samplers pass), else ``None``: memoised per-time values apply then."""
         if t.dim() == 0:
-            return self._cached_last_chol(t)
-        return self._last_chol(t).to(torch.float32)
+            return t
+        if t.dim() == 1 and t.numel() > 1 and bool((t == t[0]).all()):
+            return t[0]
+        return None
 
     def _cached_last_chol(self, t: torch.Tensor) -> torch.Tensor:
         """``L_KK`` (float32) at one time, memoised while A is unchanged."""
@@ -402,10 +410,9 @@ class LinearSDE(nn.Module):
         the data have beyond that Gaussian (:class:`~vsmd_ts.diffusion.GaussianResidual`).
         """
         t = self._as_time(t, a)
-        if t.dim() == 1 and t.numel() > 1 and bool((t == t[0]).all()):
-            t = t[0]  # one time for the whole batch (samplers)
-        if t.dim() == 0 and not torch.is_tensor(data_var):
-            coefs = self._cached(t, ("gauss", float(data_var)), lambda s: self._gaussian_coefs(s, data_var))
+        one = self._one_time(t)
+        if one is not None and not torch.is_tensor(data_var):
+            coefs = self._cached(one, ("gauss", float(data_var)), lambda s: self._gaussian_coefs(s, data_var))
         else:
             coefs = self._gaussian_coefs(t, data_var)
         return sum(c.to(a.dtype) * a[:, i] for i, c in enumerate(coefs))
