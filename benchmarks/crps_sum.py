@@ -93,6 +93,9 @@ def parse_args(argv=None):
                         "batch, so the optimisation is the single-process one with a share of the work per process")
     p.add_argument("--max-train-minutes", type=float, default=30.0, help="wall-clock cap on training (safety)")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--save-samples", action="store_true",
+                   help="also write every evaluation's sample paths to <out>/samples/<run>_<sampler>.npz "
+                        "(samples: windows x paths x H x D, truth: windows x H x D, last: windows x D)")
     p.add_argument("--single", nargs=2, metavar=("SDE", "SEED"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -240,6 +243,8 @@ def run_one(args, sde: str, seed: int) -> dict:
             ev["metrics"] = None  # random data: no accuracy
         else:
             ev["metrics"] = evaluate_forecasts(forecasts, tss)
+            if args.save_samples:
+                save_samples(out, f"{record['name']}_{model.sampler_name}{steps}", forecasts, tss)
             if i == 0 and seed == args.seeds[0]:
                 plot_fan_chart(forecasts[-1], tss[-1], out / "figures" / f"{record['name']}.png", dims=(0, 1, 2, 3),
                                title=f"{sde} on {dataset} ({args.split}), seed {seed}, {ev['nfe_per_step']} NFE/step")
@@ -306,12 +311,25 @@ def run_baseline(args, name: str, seed: int) -> dict:
     ev = {"sampler": "none", "sampler_steps": 0, "nfe_per_step": 0, "sample_time_s": time.perf_counter() - t0,
           "sample_cpu_s": time.process_time() - c0, "num_samples": num_samples, "windows": len(forecasts)}
     ev["metrics"] = None if synthetic else evaluate_forecasts(forecasts, tss)
+    if args.save_samples and not synthetic:
+        save_samples(Path(args.out), record["name"], forecasts, tss)
     if not synthetic and seed == args.seeds[0]:
         plot_fan_chart(forecasts[-1], tss[-1], Path(args.out) / "figures" / f"{record['name']}.png", dims=(0, 1, 2, 3),
                        title=f"{name} (window {window}) on {dataset} ({args.split}), seed {seed}")
     record["evaluations"] = [ev]
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return record
+
+
+def save_samples(out: Path, name: str, forecasts, tss) -> Path:
+    """Write the forecasts' sample paths, the truth and the last observed value before each window to an ``.npz``."""
+    H = forecasts[0].samples.shape[1]
+    frames = [ts.to_numpy() for ts in tss]
+    path = out / "samples" / f"{name}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, samples=np.stack([f.samples for f in forecasts]), truth=np.stack([a[-H:] for a in frames]),
+                        last=np.stack([a[-H - 1] for a in frames]))
+    return path
 
 
 def parse_eval_sampler(item: str, rho: float = 1.0) -> tuple:

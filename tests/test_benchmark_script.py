@@ -20,7 +20,7 @@ def test_benchmark_script_smoke(tmp_path):
     out = tmp_path / "out"
     code = crps_sum.main(["--dataset", "exchange_rate_nips", "--data-dir", str(tmp_path / "data"), "--sde", "vsuld",
                           "--seeds", "0", "--out", str(out), "--quick", "--eval-samplers", "heun:2:1", "splitting:3",
-                          "--set", *TINY])
+                          "--save-samples", "--set", *TINY])
     assert code == 0
     (run,) = list((out / "runs").glob("*.json"))
     record = json.loads(run.read_text())
@@ -40,6 +40,17 @@ def test_benchmark_script_smoke(tmp_path):
     # a sampler without its own grid spacing takes the config's (rho 2 by default)
     assert "| vsuld | heun | 4 | 0 |" in summary and "| vsuld | splitting rho 2 | 3 | 0 |" in summary
     assert list((out / "figures").glob("*.png"))
+    # --save-samples: one archive per evaluation, the truth and the last observed value of the test windows
+    from vsmd_ts.timeseries.data import load_benchmark
+
+    data = load_benchmark("exchange_rate_nips", str(tmp_path / "data"), False)
+    H = data.prediction_length
+    full = [np.asarray(entry["target"]).T for entry in data.test]
+    for name in ("heun2", "splitting3"):
+        z = np.load(out / "samples" / f"{record['name']}_{name}.npz")
+        assert z["samples"].shape == (len(full), 4, H, data.target_dim)
+        np.testing.assert_allclose(z["truth"], np.stack([a[-H:] for a in full]), rtol=1e-6)
+        np.testing.assert_allclose(z["last"], np.stack([a[-H - 1] for a in full]), rtol=1e-6)
 
 
 def test_benchmark_script_missing_dataset_message(tmp_path, capsys):
