@@ -76,6 +76,10 @@ def parse_args(argv=None):
     p.add_argument("--val-windows", type=int, default=25,
                    help="number of validation windows: non-overlapping windows of prediction_length ending at the end "
                         "of the training range (used by --split validation and by the baselines' window choice)")
+    p.add_argument("--val-end", type=int, default=None,
+                   help="with --split validation: the validation windows end at this step of the training range "
+                        "(default: its end) and nothing after it is used; earlier ends give backtest folds in "
+                        "other periods")
     p.add_argument("--eval-samplers", nargs="+", default=None, metavar="SAMPLER:STEPS[:RHO[:PATHS]]",
                    help="evaluate each trained model with these samplers, optionally on a time grid of spacing RHO "
                         "and with PATHS sample paths per window (default: the config's; overrides --eval-steps)")
@@ -110,6 +114,8 @@ def _value(text: str):
 def run_name(args, sde: str, seed: int) -> str:
     dataset = args.synthetic_like or args.dataset
     tag = "synthetic" if args.synthetic_like else args.split
+    if args.split == "validation" and args.val_end is not None and not args.synthetic_like:
+        tag += f"-end{args.val_end}"
     return f"{dataset}_{tag}_{sde}_seed{seed}" + ("_quick" if args.quick else "")
 
 
@@ -134,7 +140,7 @@ def load_split(args, seed: int):
     data = synthetic_like(dataset, seed=seed) if synthetic else load_benchmark(dataset, args.data_dir, not args.no_download)
     train, test = data.train, data.test
     if args.split == "validation" and not synthetic:
-        train, test = holdout_windows(data.train, data.prediction_length, args.val_windows, data.freq)
+        train, test = holdout_windows(data.train, data.prediction_length, args.val_windows, data.freq, args.val_end)
     if synthetic:
         test = [list(test)[-1]]  # one window is enough to time sampling
     return data, train, test
@@ -153,6 +159,7 @@ def base_record(args, sde: str, seed: int, dataset: str, synthetic: bool) -> dic
     record = record_header(run_name(args, sde, seed), dataset, "synthetic" if synthetic else args.split, sde, seed,
                            args.quick)
     record["val_windows"] = args.val_windows if args.split == "validation" else None
+    record["val_end"] = args.val_end if args.split == "validation" else None
     return record
 
 
@@ -288,7 +295,8 @@ def run_baseline(args, name: str, seed: int) -> dict:
     if "window" in settings or synthetic:  # random data: timing only, no choice to make
         window = int(settings.get("window", WINDOW_CANDIDATES[name][1]))
     else:
-        _, val = holdout_windows(data.train, data.prediction_length, args.val_windows, data.freq)
+        _, val = holdout_windows(data.train, data.prediction_length, args.val_windows, data.freq,
+                                 args.val_end if args.split == "validation" else None)
         n_sel = 100 if args.quick else SELECTION["num_samples"]
         for w in WINDOW_CANDIDATES[name]:
             f_it, t_it = make_evaluation_predictions(val, baseline_predictor(name, data, w, n_sel, SELECTION["seed"]), n_sel)

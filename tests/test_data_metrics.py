@@ -60,6 +60,12 @@ def test_holdout_windows_stay_inside_the_training_range(tmp_path):
     np.testing.assert_array_equal(list(val)[-1]["target"], list(data.train)[0]["target"])
     with pytest.raises(ValueError, match="too short"):
         holdout_windows(data.train, 30, 4, data.freq)
+    # an earlier end: a backtest fold that uses nothing after step 80
+    fit, val = holdout_windows(data.train, 30, 1, data.freq, end=80)
+    assert list(fit)[0]["target"].shape == (8, 50) and [e["target"].shape[1] for e in val] == [80]
+    np.testing.assert_array_equal(list(val)[0]["target"], list(data.train)[0]["target"][:, :80])
+    with pytest.raises(ValueError, match="end must be"):
+        holdout_windows(data.train, 30, 1, data.freq, end=101)
 
 
 def test_synthetic_like_has_the_real_shape():

@@ -111,11 +111,11 @@ def test_nan_targets_train_without_nan_loss():
     assert np.isfinite(samples).all()
 
 
-@pytest.mark.parametrize("gaussian_residual", [False, True])
-def test_serialize_round_trip_gives_identical_forecasts(tmp_path, gaussian_residual):
+@pytest.mark.parametrize("options", [{}, {"gaussian_residual": True}, {"sign_symmetry": True}])
+def test_serialize_round_trip_gives_identical_forecasts(tmp_path, options):
     from gluonts.model.predictor import Predictor
 
-    predictor = tiny(gaussian_residual=gaussian_residual).train(dataset(signal()[:, :-H]))
+    predictor = tiny(**options).train(dataset(signal()[:, :-H]))
     predictor.serialize(tmp_path)
     loaded = Predictor.deserialize(tmp_path)
     assert loaded == predictor
@@ -214,6 +214,46 @@ def test_ensemble_members_train_apart_and_forecasts_mix_them(tmp_path):
     torch.manual_seed(7)
     b = next(iter(loaded.predict(dataset(signal())))).samples
     np.testing.assert_array_equal(a, b)
+
+
+def test_sign_symmetry_makes_forecasts_odd_in_the_target():
+    est = tiny(ensemble_size=2, sign_symmetry=True)
+    module = est.create_lightning_module().eval()
+    for m in module.members:  # an output bias: the untrained denoiser then has a drift, even in the history
+        torch.nn.init.normal_(m.denoiser.out[-1].weight, std=0.2)
+        torch.nn.init.constant_(m.denoiser.out[-1].bias, 0.5)
+    inputs = _prediction_inputs(est, module, dataset(signal()))
+    flipped = {**inputs, "past_target": -inputs["past_target"]}
+
+    def mean_move(inp, S=3000):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            moves = module(**inp, num_parallel_samples=S)[0, :, -1] - inp["past_target"][0, -1]
+        assert moves.shape == (S, D) and torch.isfinite(moves).all()
+        return moves.mean(0), moves.std(0) / S**0.5
+
+    def asymmetry():  # E[move | y] + E[move | -y] in standard errors: 0 for an odd forecaster
+        (m1, se1), (m2, se2) = mean_move(inputs), mean_move(flipped)
+        return ((m1 + m2) / (se1**2 + se2**2).sqrt()).abs()
+
+    assert asymmetry().max() < 4.5
+    module.sign_symmetry = False  # the same weights without it: a drift that does not flip with the data
+    assert asymmetry().max() > 10
+
+
+def test_random_signs_negate_whole_windows():
+    from vsmd_ts.timeseries.lightning_module import VSMDLightningModule
+
+    torch.manual_seed(0)
+    batch = {"past_target": torch.rand(2000, 7, D) + 1, "future_target": torch.rand(2000, H, D) + 1,
+             "past_observed_values": torch.ones(2000, 7, D)}
+    out = VSMDLightningModule._random_signs(batch)
+    sign = out["past_target"] / batch["past_target"]
+    assert set(sign.unique().tolist()) == {-1.0, 1.0}
+    assert (sign == sign[:, :1, :1]).all()  # one sign per window, past and future alike
+    assert torch.equal(out["future_target"] / batch["future_target"], sign[:, :1].expand(-1, H, -1))
+    assert 900 < (sign[:, 0, 0] < 0).sum() < 1100
+    assert out["past_observed_values"] is batch["past_observed_values"]
 
 
 def test_set_sampler_reaches_every_member():

@@ -253,16 +253,23 @@ def _assemble(name: str, spec: BenchmarkSpec, train: List[dict], test: List[dict
     )
 
 
-def holdout_windows(train: ListDataset, prediction_length: int, num_windows: int, freq: str) -> Tuple[ListDataset, ListDataset]:
-    """Carve a validation split from the end of the training range.
+def holdout_windows(train: ListDataset, prediction_length: int, num_windows: int, freq: str,
+                    end: Optional[int] = None) -> Tuple[ListDataset, ListDataset]:
+    """Carve a validation split from the end of the training range (or of its first ``end`` steps).
 
     Returns ``(fit, validation)``: ``fit`` ends ``num_windows *
-    prediction_length`` steps before the end of ``train``; ``validation``
-    holds ``num_windows`` rolling windows (like the test set) whose forecast
-    horizons tile those last steps. The test windows are never touched.
+    prediction_length`` steps before ``end`` (default: the end of
+    ``train``); ``validation`` holds ``num_windows`` rolling windows (like
+    the test set) whose forecast horizons tile the steps up to ``end``.
+    Nothing after ``end`` is used, so several ``end`` give backtest folds
+    in different periods. The test windows are never touched.
     """
     (entry,) = list(train)
     target = np.asarray(entry["target"])
+    if end is not None:
+        if not 0 < end <= target.shape[1]:
+            raise ValueError(f"end must be in [1, {target.shape[1]}] (the training range), got {end}")
+        target = target[:, :end]
     T = target.shape[1]
     cut = T - num_windows * prediction_length
     if cut <= 0:

@@ -215,6 +215,10 @@ class VSMDEstimator(PyTorchLightningEstimator):
         :class:`~vsmd_ts.timeseries.lightning_module.VSMDLightningModule`). Default 5, chosen on exchange
         validation windows (benchmarks/RESULTS.md, section 0.7: K = 5 against 3 with bfloat16 training,
         0.00812 +- 0.00014 against 0.00833 +- 0.00047); 1 trains a fifth as long.
+    sign_symmetry
+        Make the forecaster odd in the target (forecasts of ``-y`` are those of ``y`` negated): training
+        windows are negated with probability 1/2 and half of the forecast paths come from the negated history.
+        Removes a constant drift learnt from the training range; no extra cost.
     trainer_kwargs
         Extra ``lightning.pytorch.Trainer`` arguments (``max_epochs``,
         ``accelerator``, ``devices``, ``strategy``, ``precision``...). Defaults: 20 epochs (chosen on
@@ -282,6 +286,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         batch_size: PositiveWholeNumber = 32,
         num_batches_per_epoch: PositiveWholeNumber = 50,
         ensemble_size: PositiveWholeNumber = 5,
+        sign_symmetry: bool = False,
         trainer_kwargs: Optional[Dict[str, Any]] = None,
         train_sampler: Optional[InstanceSampler] = None,
         validation_sampler: Optional[InstanceSampler] = None,
@@ -317,7 +322,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
         self.module_kwargs = dict(
             lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle, A_update=A_update,
             forward_fraction=forward_fraction, trajectory_steps=trajectory_steps, num_trajectories=num_trajectories,
-            frozen_policy=frozen_policy, A_prior=A_prior, trajectory_sampler=trajectory_sampler, ensemble_size=ensemble_size)
+            frozen_policy=frozen_policy, A_prior=A_prior, trajectory_sampler=trajectory_sampler, ensemble_size=ensemble_size,
+            sign_symmetry=sign_symmetry)
         self.batch_size, self.num_batches_per_epoch, self.seed = batch_size, num_batches_per_epoch, seed
         self.train_sampler = train_sampler or ExpectedNumInstanceSampler(
             num_instances=1.0, min_past=self.context_length, min_future=prediction_length)

@@ -60,6 +60,14 @@ class VSMDLightningModule(pl.LightningModule):
         (path ``j`` comes from member ``j mod K``), so the predictive
         distribution is the members' equal-weight mixture. Costs ``K`` times
         the training and nothing more at sampling.
+    sign_symmetry
+        Make the forecaster odd: forecasts of ``-y`` are those of ``y``
+        negated, in distribution. Training windows are negated (past and
+        future together) with probability 1/2, and at sampling half of the
+        paths come from the negated history, negated back. A constant drift
+        the network picks up from the training range cancels; dependence on
+        the history that is odd in it (autoregression, volatility clustering
+        on increments) is kept. Costs nothing.
     """
 
     @validated()
@@ -81,6 +89,7 @@ class VSMDLightningModule(pl.LightningModule):
         trajectory_sampler: str = "euler_maruyama",
         num_batches_per_epoch: int = 50,
         ensemble_size: int = 1,
+        sign_symmetry: bool = False,
     ) -> None:
         super().__init__()
         if int(ensemble_size) < 1:
@@ -90,6 +99,7 @@ class VSMDLightningModule(pl.LightningModule):
         self.A_lr = A_lr
         self.weight_decay = weight_decay
         self.num_batches_per_epoch = num_batches_per_epoch
+        self.sign_symmetry = bool(sign_symmetry)
         self.inputs = self.model.describe_inputs()
         self.objectives = [
             VSMDObjective(
@@ -122,10 +132,24 @@ class VSMDLightningModule(pl.LightningModule):
             if time_grid_rho is not None:
                 m.time_grid_rho = float(time_grid_rho)
 
-    def forward(self, *args, num_parallel_samples: Optional[int] = None, **kwargs) -> torch.Tensor:
-        """Forecast samples ``(B, S, prediction_length, D)``; path ``j`` from member ``j mod K``."""
+    def forward(self, past_target, *args, num_parallel_samples: Optional[int] = None, **kwargs) -> torch.Tensor:
+        """Forecast samples ``(B, S, prediction_length, D)``; path ``j`` from member ``j mod K``.
+
+        With ``sign_symmetry`` the odd paths are drawn from ``-past_target`` and negated.
+        """
         S = num_parallel_samples or self.model.num_parallel_samples
-        K = len(self.members)
+        if not self.sign_symmetry:
+            return self._mixture(past_target, *args, num_parallel_samples=S, **kwargs)
+        B, half = past_target.shape[0], (S + 1) // 2
+        both = self._mixture(torch.cat([past_target, -past_target]),
+                             *(torch.cat([x, x]) for x in args), num_parallel_samples=half,
+                             **{k: torch.cat([x, x]) for k, x in kwargs.items()})
+        out = both.new_empty(B, S, *both.shape[2:])
+        out[:, 0::2], out[:, 1::2] = both[:B], -both[B:, : S // 2]
+        return out
+
+    def _mixture(self, *args, num_parallel_samples: int, **kwargs) -> torch.Tensor:
+        S, K = num_parallel_samples, len(self.members)
         if K == 1:
             return self.model(*args, num_parallel_samples=S, **kwargs)
         parts = [m(*args, num_parallel_samples=len(range(k, S, K)), **kwargs) for k, m in enumerate(self.members) if k < S]
@@ -133,6 +157,13 @@ class VSMDLightningModule(pl.LightningModule):
         for k, part in enumerate(parts):
             out[:, k::K] = part
         return out
+
+    @staticmethod
+    def _random_signs(batch) -> dict:
+        """``batch`` with each window's targets (past and future together) negated with probability 1/2."""
+        past = batch["past_target"]
+        sign = torch.where(torch.rand(past.shape[0], 1, 1, device=past.device) < 0.5, -1.0, 1.0).to(past.dtype)
+        return {**batch, "past_target": past * sign, "future_target": batch["future_target"] * sign}
 
     def _member_loss(self, member: VSMDModel, objective: VSMDObjective, batch):
         x0, cond, mask = member.training_inputs(
@@ -158,6 +189,8 @@ class VSMDLightningModule(pl.LightningModule):
         return int(steps)
 
     def training_step(self, batch, batch_idx: int):
+        if self.sign_symmetry:
+            batch = self._random_signs(batch)
         # members share the schedule, hence the stage; summed, each member gets its own training's gradient
         losses, stages = zip(*(self._member_loss(m, o, batch) for m, o in zip(self.members, self.objectives)))
         loss, stage = sum(losses), stages[0]
