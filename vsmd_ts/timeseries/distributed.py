@@ -26,6 +26,8 @@ from typing import Iterable, Iterator, Optional, Tuple
 import numpy as np
 import torch
 
+from vsmd_ts.training.distributed import process_group
+
 __all__ = ["RankSeededLoader", "rank_and_world_size", "reseed_torch_for_rank", "share_data_stream"]
 
 
@@ -33,8 +35,8 @@ def rank_and_world_size(rank: Optional[int] = None, world_size: Optional[int] = 
     """Global rank and world size: the arguments, else the process group, else the
     launcher's environment (``RANK``/``WORLD_SIZE``, or Lightning's
     ``NODE_RANK``/``LOCAL_RANK`` with ``LOCAL_WORLD_SIZE``), else ``(0, 1)``."""
-    if rank is None and torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if rank is None and process_group() is not None:
+        rank, world_size = process_group()
     if rank is None:
         if "RANK" in os.environ:
             rank = int(os.environ["RANK"])
@@ -69,11 +71,10 @@ def share_data_stream() -> None:
     on one rank only would make their window streams diverge; broadcasting
     makes every rank draw exactly rank 0's windows. No-op without a process group.
     """
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if (process_group() or (0, 1))[1] == 1:
         return
     state = [(np.random.get_state(), random.getstate())]
-    dist.broadcast_object_list(state, src=0)
+    torch.distributed.broadcast_object_list(state, src=0)
     np.random.set_state(state[0][0])
     random.setstate(state[0][1])
 

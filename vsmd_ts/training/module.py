@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from vsmd_ts.diffusion import A_summary, ScoreModel, VSMDObjective, evaluation_loss, make_optimizer
+from vsmd_ts.training.distributed import process_group
 
 __all__ = ["DiffusionModule", "StepBatches", "lr_multiplier"]
 
@@ -52,8 +53,7 @@ class StepBatches(IterableDataset):
         self.batch_fn, self.start = batch_fn, int(start)
 
     def __iter__(self):
-        dist = torch.distributed
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+        rank, world = process_group() or (0, 1)
         step = self.start
         while True:
             yield step, self.batch_fn(step, rank, world)
