@@ -4,6 +4,7 @@
         --seeds 0 1 2 --out runs/exchange
     python benchmarks/crps_sum.py --quick --out runs/quick            # exchange, a few minutes
     python benchmarks/crps_sum.py --split validation --val-windows 25 ...   # model selection, never on test
+    python benchmarks/crps_sum.py --split validation --val-end 4571 ...     # a fold in an earlier period
     python benchmarks/crps_sum.py --sde rw --seeds 0 1 2 3 4 --out runs/rw  # naive random walk, no training
     python benchmarks/crps_sum.py --synthetic-like electricity_nips --out runs/elec-speed
 
@@ -18,7 +19,8 @@ covariance window is chosen on the ``--val-windows`` validation windows of the t
 
 Each (sde, seed) runs in its own process (clean peak-memory numbers, ``--jobs`` in parallel)
 and writes ``<out>/runs/<name>.json``; the parent writes ``<out>/summary.md`` (mean ± std over
-seeds) and fan charts under ``<out>/figures/``. Hyper-parameters live in ``benchmarks/configs.py``.
+seeds) and fan charts under ``<out>/figures/``; ``--save-samples`` also keeps every forecast's sample
+paths under ``<out>/samples/``. Hyper-parameters live in ``benchmarks/configs.py``.
 """
 
 from __future__ import annotations
