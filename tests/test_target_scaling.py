@@ -188,3 +188,24 @@ def test_untrained_gaussian_residual_model_is_the_whitened_random_walk():
     plain = model(num_parallel_samples=6000, sampler_steps=20)
     steps = sample(plain, batch)[0, :, 0] - last
     assert ((steps.T @ steps / steps.shape[0]).diagonal() / cov.diagonal() - 1).abs().max() > 0.5
+
+
+def test_clip_bounds_the_scaled_values_of_a_pegged_series_that_jumps():
+    m, clipped = model(), model(clip=5.0)
+    batch = inputs(m)
+    P = m._past_length
+    pegged = batch["past_target"].clone()
+    pegged[0, :, 1] = 7.0  # a pegged series: no move over the context ...
+    future = pegged[:, -H:].clone()
+    future[0, 2:, 1] = 7.5  # ... then a revaluation, thousands of window scales
+    rest = dict(past_observed_values=batch["past_observed_values"], past_time_feat=batch["past_time_feat"],
+                future_time_feat=batch["future_time_feat"], future_target=future,
+                future_observed_values=torch.ones(1, H, D))
+    x_raw, _, _ = m.training_inputs(past_target=pegged, **rest)
+    x_clip, _, _ = clipped.training_inputs(past_target=pegged, **rest)
+    assert x_raw.abs().max() > 100 and x_clip.abs().max() == 5.0
+    small = x_raw.abs() <= 5.0  # ordinary steps are untouched
+    assert small.float().mean() > 0.9 and torch.equal(x_clip[small], x_raw[small])
+    assert torch.isfinite(sample(clipped, {**batch, "past_target": pegged})).all()
+    with pytest.raises(ValueError, match="clip"):
+        model(clip=0.0)

@@ -158,6 +158,12 @@ class VSMDModel(nn.Module):
         (default: 20 for ``"whiten"``, chosen on exchange validation windows,
         else all ``context_length``); a short window follows the recent
         volatility and correlation.
+    clip
+        Clip the scaled (whitened) modelled values to ``[-clip, clip]``
+        before they enter the loss and the RNN (``None``: no clipping). The
+        scale of a series that hardly moved over the window (a pegged
+        currency) is tiny, so its next real move is thousands of units:
+        such outliers teach the shared denoiser heavy tails on every series.
     sde
         ``"vsuld"``, ``"vscld"``, ``"cld"``, ``"uld"``, ``"vsdm"`` or ``"vp"``.
     beta, damping_ratio, gamma, A_max, A_init, initial_velocity
@@ -200,6 +206,7 @@ class VSMDModel(nn.Module):
         target: str = "delta",
         scaling: str = "auto",
         scale_window: Optional[int] = None,
+        clip: Optional[float] = None,
         sde: str = "vsuld",
         beta: Optional[float] = None,
         damping_ratio: Optional[float] = 0.7,
@@ -250,6 +257,9 @@ class VSMDModel(nn.Module):
         self.scaling = scaling
         self.target = target
         self.scale_window = scale_window or (min(WHITEN_WINDOW, context_length) if scaling == "whiten" else context_length)
+        if clip is not None and not clip > 0:
+            raise ValueError(f"clip must be positive or None, got {clip}")
+        self.clip = clip
         if not 1 <= self.scale_window <= context_length:
             raise ValueError(f"scale_window must be in [1, context_length={context_length}], got {scale_window}")
 
@@ -355,6 +365,8 @@ class VSMDModel(nn.Module):
             # whitened coordinate i mixes series 1..i: it is observed only when all of them are
             scaled = torch.linalg.solve_triangular(L, scaled.transpose(1, 2), upper=False).transpose(1, 2)
             mask = mask.cumprod(dim=-1)
+        if self.clip is not None:
+            scaled = scaled.clamp(-self.clip, self.clip)
         start, stop = P - self.context_length, seq.shape[1]
         inputs = self._rnn_inputs(scaled, start, stop, time_feat[:, start:stop], static)
         out, state = self._rnn(inputs)
