@@ -35,8 +35,9 @@ def rank_and_world_size(rank: Optional[int] = None, world_size: Optional[int] = 
     """Global rank and world size: the arguments, else the process group, else the
     launcher's environment (``RANK``/``WORLD_SIZE``, or Lightning's
     ``NODE_RANK``/``LOCAL_RANK`` with ``LOCAL_WORLD_SIZE``), else ``(0, 1)``."""
-    if rank is None and process_group() is not None:
-        rank, world_size = process_group()
+    group = process_group()
+    if rank is None and group is not None:
+        rank, world_size = group
     if rank is None:
         if "RANK" in os.environ:
             rank = int(os.environ["RANK"])
