@@ -1,0 +1,98 @@
+"""Where a model's forecasts differ from the random walk's, from the paths ``crps_sum.py --save-samples`` wrote.
+
+    python benchmarks/sample_diagnostics.py runs/val8_default          # model and rw of the same run
+
+For each model seed (``*_vsuld_seed<k>_<sampler>.npz``, against ``*_rw_seed<k>.npz`` of the same folder):
+
+* drift: how far the summed series' forecast mean moves from the last value by the horizon's end, in forecast
+  standard deviations (mean and standard deviation over windows), and the exact CRPS-Sum of the paths re-centred on the last value;
+* tails: the share of one-step increments beyond 10 random-walk standard deviations, the share of paths that hold
+  one, and the exact CRPS-Sum with those paths replaced by draws from the others;
+* spread: the model's interquartile range over the random walk's at the first and last step (median);
+* mixtures: exact CRPS-Sum and energy score when a share ``w`` of the paths comes from the model, the rest from the
+  random walk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+
+from vsmd_ts.timeseries.metrics import crps_sum_exact, energy_score
+
+TAIL = 10.0
+MIX_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
+
+
+def scores(samples: np.ndarray, truth: np.ndarray) -> tuple:
+    """Exact CRPS-Sum and mean energy score of ``(W, S, H, D)`` paths against ``(W, H, D)`` truth."""
+    return crps_sum_exact(list(samples), list(truth)), float(np.mean([energy_score(s, t) for s, t in zip(samples, truth)]))
+
+
+def steps(samples: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """One-step increments of the paths, ``(W, S, H, D)``, the first from the last observed value."""
+    start = np.broadcast_to(last[:, None, None], (samples.shape[0], samples.shape[1], 1, samples.shape[3]))
+    return np.diff(np.concatenate([start, samples], axis=2), axis=2)
+
+
+def iqr(samples: np.ndarray) -> np.ndarray:
+    q25, q75 = np.quantile(samples, [0.25, 0.75], axis=1)
+    return q75 - q25
+
+
+def diagnose(model: dict, rw: dict, rng: np.random.Generator) -> dict:
+    s, truth, last = model["samples"], model["truth"], model["last"]
+    r = rw["samples"]
+    if not np.allclose(truth, rw["truth"]):
+        raise ValueError("model and random-walk archives cover different windows")
+    end = s.sum(-1)[:, :, -1]
+    drift = (end.mean(1) - last.sum(-1)) / end.std(1)
+    centred = s - (s.mean(1, keepdims=True) - last[:, None, None])
+    z = steps(s, last) / np.sqrt((steps(r, last) ** 2).mean(1, keepdims=True))
+    bad = (np.abs(z) > TAIL).any(axis=(2, 3))
+    kept = np.stack([s[w, rng.choice(np.flatnonzero(~bad[w]), s.shape[1])] for w in range(s.shape[0])])
+    ratio = iqr(s) / iqr(r)
+    out = {
+        "model": scores(s, truth), "drift_sd": float(drift.mean()), "drift_sd_windows": float(drift.std()), "centred": scores(centred, truth),
+        "tail_steps": float((np.abs(z) > TAIL).mean()), "tail_paths": float(bad.mean()), "without_tail_paths": scores(kept, truth),
+        "iqr_ratio_first_last": (float(np.median(ratio[:, 0])), float(np.median(ratio[:, -1]))),
+    }
+    for w in MIX_WEIGHTS:
+        k = int(round(w * s.shape[1]))
+        out[f"mix_{w:g}"] = scores(np.concatenate([s[:, :k], r[:, k:]], axis=1), truth)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", help="a crps_sum.py --out folder run with --save-samples and both a model and rw")
+    p.add_argument("--sde", default="vsuld")
+    args = p.parse_args(argv)
+    files = sorted((Path(args.folder) / "samples").glob(f"*_{args.sde}_seed*.npz"))
+    if not files:
+        raise SystemExit(f"no {args.sde} archives under {args.folder}/samples (run crps_sum.py with --save-samples)")
+    rng = np.random.default_rng(0)
+    rows = []
+    for path in files:
+        seed = int(re.search(r"_seed(\d+)", path.name).group(1))
+        rw_path = next((Path(args.folder) / "samples").glob(f"*_rw_seed{seed}.npz"), None)
+        if rw_path is None:
+            raise SystemExit(f"no random-walk archive for seed {seed} next to {path.name}")
+        d = diagnose(dict(np.load(path)), dict(np.load(rw_path)), rng)
+        rows.append(d)
+        print(f"{path.stem.split(f'_{args.sde}_')[-1]}: CRPS-Sum exact {d['model'][0]:.5f} (re-centred {d['centred'][0]:.5f}, without tail paths "
+              f"{d['without_tail_paths'][0]:.5f}), drift {d['drift_sd']:+.2f} sd (windows differ by {d['drift_sd_windows']:.2f}), steps beyond {TAIL:g} sd "
+              f"{100 * d['tail_steps']:.2f} %, paths with one {100 * d['tail_paths']:.1f} %, IQR / rw "
+              f"{d['iqr_ratio_first_last'][0]:.2f} -> {d['iqr_ratio_first_last'][1]:.2f}")
+    for key in ["model", "centred", "without_tail_paths"] + [f"mix_{w:g}" for w in MIX_WEIGHTS]:
+        v = np.array([row[key] for row in rows])
+        print(f"{key:20s} CRPS-Sum exact {v[:, 0].mean():.5f} ± {v[:, 0].std(ddof=1) if len(v) > 1 else 0:.5f}, "
+              f"energy {v[:, 1].mean():.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import sample_diagnostics  # noqa: E402
+
+
+def archives(W=3, S=40, H=4, D=2, offset=0.5, seed=0):
+    rng = np.random.default_rng(seed)
+    last = rng.normal(size=(W, D))
+    truth = last[:, None] + rng.normal(size=(W, H, D)).cumsum(1)
+    rw = last[:, None, None] + rng.normal(size=(W, S, H, D)).cumsum(2)
+    model = last[:, None, None] + (rng.normal(size=(W, S, H, D)) + offset).cumsum(2)
+    model[:, 0, 1, 0] += 5000.0  # one path per window jumps by 5000 random-walk sds at step 2
+    return {"samples": model, "truth": truth, "last": last}, {"samples": rw, "truth": truth, "last": last}
+
+
+def test_diagnostics_find_the_drift_the_tail_paths_and_score_mixtures(tmp_path):
+    model, rw = archives()
+    d = sample_diagnostics.diagnose(model, rw, np.random.default_rng(0))
+    assert d["drift_sd"] > 0.5  # 4 steps of +0.5 each, against a spread of about 2
+    assert d["tail_paths"] == 1 / 40
+    assert d["mix_0"] == sample_diagnostics.scores(rw["samples"], rw["truth"])
+    assert d["mix_1"] == d["model"]
+    assert d["without_tail_paths"][0] < d["model"][0]  # the jumping path only hurts
+    centred = model["samples"] - (model["samples"].mean(1, keepdims=True) - model["last"][:, None, None])
+    np.testing.assert_allclose(centred.mean(1)[:, -1], model["last"], atol=1e-12)
+
+    for name, arrays in (("x_vsuld_seed0_sde_pc220", model), ("x_rw_seed0", rw)):
+        (tmp_path / "samples").mkdir(exist_ok=True)
+        np.savez(tmp_path / "samples" / f"{name}.npz", **arrays)
+    assert sample_diagnostics.main([str(tmp_path)]) == 0
