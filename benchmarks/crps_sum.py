@@ -100,7 +100,7 @@ def parse_args(argv=None):
     p.add_argument("--max-train-minutes", type=float, default=30.0, help="wall-clock cap on training (safety)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--save-samples", action="store_true",
-                   help="also write every evaluation's sample paths to <out>/samples/<run>_<sampler>.npz "
+                   help="also write every evaluation's sample paths to <out>/samples/<run>_<sampler>-<steps>.npz "
                         "(samples: windows x paths x H x D, truth: windows x H x D, last: windows x D)")
     p.add_argument("--single", nargs=2, metavar=("SDE", "SEED"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -253,7 +253,7 @@ def run_one(args, sde: str, seed: int) -> dict:
         else:
             ev["metrics"] = evaluate_forecasts(forecasts, tss)
             if args.save_samples:
-                save_samples(out, f"{record['name']}_{model.sampler_name}{steps}", forecasts, tss)
+                save_samples(out, f"{record['name']}_{model.sampler_name}-{steps}", forecasts, tss)
             if i == 0 and seed == args.seeds[0]:
                 plot_fan_chart(forecasts[-1], tss[-1], out / "figures" / f"{record['name']}.png", dims=(0, 1, 2, 3),
                                title=f"{sde} on {dataset} ({args.split}), seed {seed}, {ev['nfe_per_step']} NFE/step")

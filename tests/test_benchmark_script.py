@@ -46,7 +46,7 @@ def test_benchmark_script_smoke(tmp_path):
     data = load_benchmark("exchange_rate_nips", str(tmp_path / "data"), False)
     H = data.prediction_length
     full = [np.asarray(entry["target"]).T for entry in data.test]
-    for name in ("heun2", "splitting3"):
+    for name in ("heun-2", "splitting-3"):
         z = np.load(out / "samples" / f"{record['name']}_{name}.npz")
         assert z["samples"].shape == (len(full), 4, H, data.target_dim)
         np.testing.assert_allclose(z["truth"], np.stack([a[-H:] for a in full]), rtol=1e-6)

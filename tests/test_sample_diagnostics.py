@@ -28,7 +28,7 @@ def test_diagnostics_find_the_drift_the_tail_paths_and_score_mixtures(tmp_path):
     centred = model["samples"] - (model["samples"].mean(1, keepdims=True) - model["last"][:, None, None])
     np.testing.assert_allclose(centred.mean(1)[:, -1], model["last"], atol=1e-12)
 
-    for name, arrays in (("x_vsuld_seed0_sde_pc220", model), ("x_rw_seed0", rw)):
+    for name, arrays in (("x_vsuld_seed0_sde_pc2-20", model), ("x_rw_seed0", rw)):
         (tmp_path / "samples").mkdir(exist_ok=True)
         np.savez(tmp_path / "samples" / f"{name}.npz", **arrays)
     assert sample_diagnostics.main([str(tmp_path)]) == 0
