@@ -2,10 +2,11 @@
 
     python benchmarks/sample_diagnostics.py runs/val8_default          # model and rw of the same run
 
-For each model seed (``*_vsuld_seed<k>_<sampler>.npz``, against ``*_rw_seed<k>.npz`` of the same folder):
+For each model archive (``*_vsuld_seed<k>_<sampler>-<steps>.npz``, against ``*_rw_seed<k>.npz`` of the same folder):
 
 * drift: how far the summed series' forecast mean moves from the last value by the horizon's end, in forecast
-  standard deviations (mean and standard deviation over windows), and the exact CRPS-Sum of the paths re-centred on the last value;
+  standard deviations (mean and standard deviation over windows), and the exact CRPS-Sum of the paths re-centred
+  on the last value;
 * tails: the share of one-step increments beyond 10 random-walk standard deviations, the share of paths that hold
   one, and the exact CRPS-Sum with those paths replaced by draws from the others;
 * spread: the model's interquartile range over the random walk's at the first and last step (median);
