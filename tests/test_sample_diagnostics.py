@@ -32,3 +32,11 @@ def test_diagnostics_find_the_drift_the_tail_paths_and_score_mixtures(tmp_path):
         (tmp_path / "samples").mkdir(exist_ok=True)
         np.savez(tmp_path / "samples" / f"{name}.npz", **arrays)
     assert sample_diagnostics.main([str(tmp_path)]) == 0
+
+
+def test_a_series_the_random_walk_holds_still_is_left_out_of_the_tail_count():
+    model, rw = archives(offset=0.0)
+    rw["samples"][..., 1] = rw["last"][:, None, None, 1]  # a pegged series: no spread in the random walk
+    d = sample_diagnostics.diagnose(model, rw, np.random.default_rng(0))
+    assert d["tail_paths"] == 1 / 40  # only the jump on series 0 counts
+    assert all(np.isfinite(d["iqr_ratio_first_last"]))
