@@ -182,6 +182,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
     clip
         Clip the scaled (whitened) modelled values to ``[-clip, clip]`` in training and in the history the RNN
         reads (``None``: no clipping): robust to the rare huge steps of series whose recent scale is tiny.
+        Off by default: ``clip=10`` was no better on three exchange validation folds (benchmarks/RESULTS.md 0.8).
     sampler
         ``"sde_pc2"`` (default: the reverse SDE by an exponential predictor-corrector of order 2, accurate at
         20 NFE; chosen on exchange validation windows, benchmarks/results_samplers.md), ``"splitting"`` (the
@@ -221,7 +222,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
     sign_symmetry
         Make the forecaster odd in the target (forecasts of ``-y`` are those of ``y`` negated): training
         windows are negated with probability 1/2 and half of the forecast paths come from the negated history.
-        Removes a constant drift learnt from the training range; no extra cost.
+        Removes a constant drift learnt from the training range; no extra cost. Off by default: on three exchange
+        validation folds it lost where that drift happened to pay (benchmarks/RESULTS.md 0.8).
     trainer_kwargs
         Extra ``lightning.pytorch.Trainer`` arguments (``max_epochs``,
         ``accelerator``, ``devices``, ``strategy``, ``precision``...). Defaults: 20 epochs (chosen on
