@@ -44,6 +44,11 @@ def iqr(samples: np.ndarray) -> np.ndarray:
     return q75 - q25
 
 
+def ratio(num: np.ndarray, den: np.ndarray, fill: float) -> np.ndarray:
+    """``num / den`` where ``den > 0``, ``fill`` where the random walk gives no unit (a series it holds still)."""
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), fill)
+
+
 def diagnose(model: dict, rw: dict, rng: np.random.Generator) -> dict:
     s, truth, last = model["samples"], model["truth"], model["last"]
     r = rw["samples"]
@@ -52,18 +57,18 @@ def diagnose(model: dict, rw: dict, rng: np.random.Generator) -> dict:
     end = s.sum(-1)[:, :, -1]
     drift = (end.mean(1) - last.sum(-1)) / end.std(1)
     centred = s - (s.mean(1, keepdims=True) - last[:, None, None])
-    rw_sd = np.sqrt((steps(r, last) ** 2).mean(1, keepdims=True))
     # a series the random walk holds still (a pegged currency over its window) gives no unit: left out
-    z = np.where(rw_sd > 0, steps(s, last) / np.where(rw_sd > 0, rw_sd, 1.0), 0.0)
-    bad = (np.abs(z) > TAIL).any(axis=(2, 3))
+    z = ratio(steps(s, last), np.sqrt((steps(r, last) ** 2).mean(1, keepdims=True)), 0.0)
+    beyond = np.abs(z) > TAIL
+    bad = beyond.any(axis=(2, 3))
     kept = np.stack([s[w, rng.choice(np.flatnonzero(~bad[w]), s.shape[1])] if (~bad[w]).any() else s[w]
                      for w in range(s.shape[0])])
-    spread_rw = iqr(r)
-    ratio = np.where(spread_rw > 0, iqr(s) / np.where(spread_rw > 0, spread_rw, 1.0), np.nan)
+    spread = ratio(iqr(s), iqr(r), np.nan)
     out = {
-        "model": scores(s, truth), "drift_sd": float(drift.mean()), "drift_sd_windows": float(drift.std()), "centred": scores(centred, truth),
-        "tail_steps": float((np.abs(z) > TAIL).mean()), "tail_paths": float(bad.mean()), "without_tail_paths": scores(kept, truth),
-        "iqr_ratio_first_last": (float(np.nanmedian(ratio[:, 0])), float(np.nanmedian(ratio[:, -1]))),
+        "model": scores(s, truth), "drift_sd": float(drift.mean()), "drift_sd_windows": float(drift.std()),
+        "centred": scores(centred, truth), "tail_steps": float(beyond.mean()), "tail_paths": float(bad.mean()),
+        "without_tail_paths": scores(kept, truth),
+        "iqr_ratio_first_last": (float(np.nanmedian(spread[:, 0])), float(np.nanmedian(spread[:, -1]))),
     }
     for w in MIX_WEIGHTS:
         k = int(round(w * s.shape[1]))
