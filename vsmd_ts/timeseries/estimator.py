@@ -224,6 +224,11 @@ class VSMDEstimator(PyTorchLightningEstimator):
         windows are negated with probability 1/2 and half of the forecast paths come from the negated history.
         Removes a constant drift learnt from the training range; no extra cost. Off by default: on three exchange
         validation folds it lost where that drift happened to pay (benchmarks/RESULTS.md 0.8).
+    random_walk_share
+        Share of each window's forecast paths drawn from the Gaussian random walk of the scaled (whitened)
+        coordinates instead of the diffusion (``target="delta"`` only): the forecast is the linear pool of the
+        model and the naive walk, a hedge against the model's heavy tails. Costs no training; sampling gets
+        cheaper by that share.
     trainer_kwargs
         Extra ``lightning.pytorch.Trainer`` arguments (``max_epochs``,
         ``accelerator``, ``devices``, ``strategy``, ``precision``...). Defaults: 20 epochs (chosen on
@@ -293,6 +298,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         num_batches_per_epoch: PositiveWholeNumber = 50,
         ensemble_size: PositiveWholeNumber = 5,
         sign_symmetry: bool = False,
+        random_walk_share: float = 0.0,
         trainer_kwargs: Optional[Dict[str, Any]] = None,
         train_sampler: Optional[InstanceSampler] = None,
         validation_sampler: Optional[InstanceSampler] = None,
@@ -329,7 +335,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
             lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle, A_update=A_update,
             forward_fraction=forward_fraction, trajectory_steps=trajectory_steps, num_trajectories=num_trajectories,
             frozen_policy=frozen_policy, A_prior=A_prior, trajectory_sampler=trajectory_sampler, ensemble_size=ensemble_size,
-            sign_symmetry=sign_symmetry)
+            sign_symmetry=sign_symmetry, random_walk_share=random_walk_share)
         self.batch_size, self.num_batches_per_epoch, self.seed = batch_size, num_batches_per_epoch, seed
         self.train_sampler = train_sampler or ExpectedNumInstanceSampler(
             num_instances=1.0, min_past=self.context_length, min_future=prediction_length)

@@ -68,6 +68,14 @@ class VSMDLightningModule(pl.LightningModule):
         the network picks up from the training range cancels; dependence on
         the history that is odd in it (autoregression, volatility clustering
         on increments) is kept. Costs nothing.
+    random_walk_share
+        Share of each window's sample paths drawn from the Gaussian random
+        walk of the scaled (whitened) coordinates
+        (:meth:`VSMDModel.random_walk`) instead of the diffusion, at random
+        path positions: the predictive distribution is the linear pool
+        ``(1 - share) x model + share x random walk``. A hedge towards the
+        naive forecast where the model's tails are too heavy; it costs less
+        sampling, not more. Needs ``target="delta"``.
     """
 
     @validated()
@@ -90,8 +98,13 @@ class VSMDLightningModule(pl.LightningModule):
         num_batches_per_epoch: int = 50,
         ensemble_size: int = 1,
         sign_symmetry: bool = False,
+        random_walk_share: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= random_walk_share <= 1.0:
+            raise ValueError(f"random_walk_share must be in [0, 1], got {random_walk_share}")
+        if random_walk_share > 0 and model_kwargs.get("target", "delta") != "delta":
+            raise ValueError("random_walk_share needs target='delta' (the walk is on the increments)")
         if int(ensemble_size) < 1:
             raise ValueError(f"ensemble_size must be a positive integer, got {ensemble_size}")
         self.members = torch.nn.ModuleList(VSMDModel(**model_kwargs) for _ in range(int(ensemble_size)))
@@ -100,6 +113,7 @@ class VSMDLightningModule(pl.LightningModule):
         self.weight_decay = weight_decay
         self.num_batches_per_epoch = num_batches_per_epoch
         self.sign_symmetry = bool(sign_symmetry)
+        self.random_walk_share = float(random_walk_share)
         self.inputs = self.model.describe_inputs()
         self.objectives = [
             VSMDObjective(
@@ -133,7 +147,8 @@ class VSMDLightningModule(pl.LightningModule):
                 m.time_grid_rho = float(time_grid_rho)
 
     def forward(self, past_target, *args, num_parallel_samples: Optional[int] = None, **kwargs) -> torch.Tensor:
-        """Forecast samples ``(B, S, prediction_length, D)``; path ``j`` from member ``j mod K``.
+        """Forecast samples ``(B, S, prediction_length, D)``; path ``j`` from member ``j mod K`` (the
+        random walk's share of paths, if any, taken out first and placed at random positions).
 
         With ``sign_symmetry`` the odd paths are drawn from ``-past_target`` and negated.
         """
@@ -149,6 +164,17 @@ class VSMDLightningModule(pl.LightningModule):
         return out
 
     def _mixture(self, *args, num_parallel_samples: int, **kwargs) -> torch.Tensor:
+        S = num_parallel_samples
+        walks = round(self.random_walk_share * S)
+        if walks == 0:
+            return self._members_mixture(*args, num_parallel_samples=S, **kwargs)
+        parts = [self.model.random_walk(*args, num_parallel_samples=walks, **kwargs)]
+        if walks < S:
+            parts.insert(0, self._members_mixture(*args, num_parallel_samples=S - walks, **kwargs))
+        # random positions: any subset of the paths is a draw from the pool
+        return torch.cat(parts, dim=1)[:, torch.randperm(S, device=parts[0].device)]
+
+    def _members_mixture(self, *args, num_parallel_samples: int, **kwargs) -> torch.Tensor:
         S, K = num_parallel_samples, len(self.members)
         if K == 1:
             return self.model(*args, num_parallel_samples=S, **kwargs)

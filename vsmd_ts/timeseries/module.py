@@ -428,13 +428,40 @@ class VSMDModel(nn.Module):
             out, state = self._rnn(inputs, state)
             a = self.sde.prior_sample(B * S, kind=self.prior, device=past_target.device)
             seq[:, P + k] = self.sampler(score_fn, self.sde, a, ts, cond=out[:, 0]).x
-        samples = seq[:, P:]
+        return self._decode(seq[:, P:].reshape(B, S, H, D), loc, scale, L, last)
+
+    def random_walk(self, past_target, past_observed_values, past_time_feat=None, future_time_feat=None,
+                    num_parallel_samples: Optional[int] = None) -> torch.Tensor:
+        """Paths of the Gaussian random walk the scaling assumes, ``(B, num_parallel_samples, prediction_length, D)``.
+
+        ``N(0, I)`` steps in the scaled (whitened) coordinates: with
+        ``scaling="whiten"`` the increments are ``N(0, s L L^T s)``, ``s`` the
+        series' root mean square increment and ``L L^T`` their shrunk
+        correlation over ``scale_window``; with ``"std"`` independent
+        ``N(0, s^2)``. No network is evaluated (the time features are
+        accepted for :meth:`forward`'s signature and ignored).
+        """
+        if self.target != "delta":
+            raise ValueError("random_walk needs target='delta': N(0, I) levels are noise, not a walk")
+        S = num_parallel_samples or self.num_parallel_samples
+        P, H, D = self._past_length, self.prediction_length, self.target_dim
+        values, mask, levels, obs = self._modelled(past_target, past_observed_values)
+        loc, scale, L, _ = self._scale(values[:, :P], mask[:, :P], levels[:, :P], obs[:, :P])
+        steps = torch.randn(past_target.shape[0], S, H, D, dtype=past_target.dtype, device=past_target.device)
+        return self._decode(steps, loc, scale, L, levels[:, P - 1])
+
+    def _decode(self, steps, loc, scale, L, last) -> torch.Tensor:
+        """Scaled (whitened) steps ``(B, S, H, D)`` back to forecasts in the data's units, ``(B, S, H, D)``.
+
+        ``loc, scale`` ``(B, 1, D)``, ``L`` ``(B, D, D)`` or ``None``, ``last``
+        (the last observed level) ``(B, D)``.
+        """
         if L is not None:
-            samples = (rep(L) @ samples.transpose(1, 2)).transpose(1, 2)
-        samples = samples * rep(scale) + rep(loc)
+            steps = steps @ L[:, None].transpose(-1, -2)
+        samples = steps * scale[:, None] + loc[:, None]
         if self.target == "delta":
-            samples = rep(last)[:, None] + samples.cumsum(dim=1)
-        return samples.reshape(B, S, H, D)
+            samples = last[:, None, None] + samples.cumsum(dim=2)
+        return samples
 
     @property
     def sampler(self):
