@@ -209,3 +209,29 @@ def test_clip_bounds_the_scaled_values_of_a_pegged_series_that_jumps():
     assert torch.isfinite(sample(clipped, {**batch, "past_target": pegged})).all()
     with pytest.raises(ValueError, match="clip"):
         model(clip=0.0)
+
+
+def test_random_walk_paths_have_the_scale_windows_shrunk_covariance():
+    """Steps ~ N(0, C), C the uncentred second moments of the last scale_window increments with the off-diagonal
+    shrunk by WHITEN_SHRINKAGE (computed here from the data, not from the model's own helpers), independent over
+    the horizon, starting from the last observed level."""
+    m = model()
+    batch = inputs(m, level=5.0)
+    past = batch["past_target"][0].double().numpy()
+    inc = np.diff(past, axis=0)[-m.scale_window:]
+    M = inc.T @ inc / len(inc)
+    cov = (1 - WHITEN_SHRINKAGE) * M + WHITEN_SHRINKAGE * np.diag(np.diag(M))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        paths = m.random_walk(**batch, num_parallel_samples=40000)[0].double().numpy()  # (S, H, D)
+    assert paths.shape == (40000, H, D)
+    steps = np.diff(np.concatenate([np.broadcast_to(past[-1], (40000, 1, D)), paths], axis=1), axis=1)
+    sd = np.sqrt(np.diag(cov))
+    for h in (0, H - 1):
+        emp = steps[:, h].T @ steps[:, h] / len(steps)
+        assert (np.abs(emp - cov) / np.outer(sd, sd) < 0.04).all(), (h, emp, cov)
+        assert (np.abs(steps[:, h].mean(0)) / sd < 0.04).all()
+    lag1 = (steps[:, 0] * steps[:, 1]).mean(0) / sd**2  # no dependence between steps
+    assert (np.abs(lag1) < 0.04).all()
+    with pytest.raises(ValueError, match="delta"):
+        model(target="level").random_walk(**batch)

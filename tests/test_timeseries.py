@@ -111,7 +111,8 @@ def test_nan_targets_train_without_nan_loss():
     assert np.isfinite(samples).all()
 
 
-@pytest.mark.parametrize("options", [{}, {"gaussian_residual": True}, {"sign_symmetry": True}])
+@pytest.mark.parametrize("options", [{}, {"gaussian_residual": True}, {"sign_symmetry": True},
+                                     {"random_walk_share": 0.4}])
 def test_serialize_round_trip_gives_identical_forecasts(tmp_path, options):
     from gluonts.model.predictor import Predictor
 
@@ -283,3 +284,37 @@ def test_bf16_mixed_training_forecasts_in_float32(monkeypatch):
     monkeypatch.setattr(precision, "bf16_matmul_speedup", lambda: 1.0)
     assert tiny(trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False, accelerator="cpu")).train_model(
         dataset(signal()[:, :-H])).trainer.precision == "32-true"
+
+
+def test_random_walk_share_pools_walk_paths_at_random_positions(monkeypatch):
+    est = tiny(ensemble_size=2, random_walk_share=0.3, num_parallel_samples=10)
+    module = est.create_lightning_module().eval()
+    inputs = _prediction_inputs(est, module, dataset(signal()))
+    calls = []
+
+    def fake_member(*args, num_parallel_samples, **kwargs):  # a sentinel level no walk path reaches
+        calls.append(num_parallel_samples)
+        return torch.full((1, num_parallel_samples, H, D), 1e6)
+
+    for m in module.members:
+        monkeypatch.setattr(m, "forward", fake_member)
+    positions = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = module(**inputs)
+        assert out.shape == (1, 10, H, D) and torch.isfinite(out).all()
+        from_model = (out == 1e6).all(-1).all(-1)[0]
+        assert from_model.sum() == 7  # round(0.3 x 10) walk paths, the rest from the two members (4 + 3)
+        walk = out[0, ~from_model]
+        assert (walk - inputs["past_target"][0, -1]).abs().max() < 100  # walks start at the last value
+        positions.append(tuple(from_model.tolist()))
+    assert calls == [4, 3] * 4 and len(set(positions)) > 1
+    module.random_walk_share = 1.0  # all walk: the members are not called
+    calls.clear()
+    with torch.no_grad():
+        assert torch.isfinite(module(**inputs)).all() and calls == []
+    with pytest.raises(ValueError, match="random_walk_share"):
+        tiny(random_walk_share=1.5).create_lightning_module()
+    with pytest.raises(ValueError, match="random_walk_share"):
+        tiny(random_walk_share=0.5, target="level").create_lightning_module()
