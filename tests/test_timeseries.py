@@ -179,7 +179,7 @@ def _prediction_inputs(estimator, module, data):
 def test_ensemble_members_train_apart_and_forecasts_mix_them(tmp_path):
     from gluonts.model.predictor import Predictor
 
-    est = tiny(ensemble_size=2, num_parallel_samples=5, num_batches_per_epoch=10, A_lr=1e-2,
+    est = tiny(ensemble_size=2, random_walk_share=0.0, num_parallel_samples=5, num_batches_per_epoch=10, A_lr=1e-2,
                trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False))
     initial = est.create_lightning_module()
     assert len(initial.members) == 2
@@ -318,3 +318,12 @@ def test_random_walk_share_pools_walk_paths_at_random_positions(monkeypatch):
         tiny(random_walk_share=1.5).create_lightning_module()
     with pytest.raises(ValueError, match="random_walk_share"):
         tiny(random_walk_share=0.5, target="level").create_lightning_module()
+
+
+def test_random_walk_share_defaults_to_a_quarter_for_increments_and_none_for_levels():
+    from vsmd_ts.timeseries.module import RANDOM_WALK_SHARE
+
+    assert RANDOM_WALK_SHARE == 0.25
+    assert tiny().create_lightning_module().random_walk_share == RANDOM_WALK_SHARE
+    assert tiny(target="level").create_lightning_module().random_walk_share == 0.0
+    assert tiny(random_walk_share=0.0).create_lightning_module().random_walk_share == 0.0

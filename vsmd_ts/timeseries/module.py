@@ -35,6 +35,9 @@ WHITEN_MAX_DIM = 64
 # default sampler, steps per forecast step and time-grid spacing: chosen on exchange validation windows by the
 # rule in benchmarks/results_samplers.md (fifth session); <= 1.7 % covariance error at 20 NFE on exact scores
 SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO = "sde_pc2", 20, 2.0
+# estimator default of random_walk_share (target="delta"): a quarter of the forecast paths from the whitened random
+# walk; chosen on three exchange validation folds by the rule in benchmarks/RESULTS.md, section 0.9
+RANDOM_WALK_SHARE = 0.25
 # oneDNN's CPU LSTM/GRU kernels (PyTorch's default): on. ATen's own were faster at 1-2 threads on an AVX-512 Xeon
 # without AMX, oneDNN's at 1 thread and as fast or faster at 2 on an AMD EPYC (electricity-shaped LSTM steps,
 # `benchmarks/scaling.py lstm`); with the evidence split by CPU we keep the framework's default. False: ATen
