@@ -84,7 +84,7 @@ class VSMDLightningModule(pl.LightningModule):
         model_kwargs: dict,
         lr: float = 1e-3,
         A_lr: float = 1e-3,
-        weight_decay: float = 1e-8,
+        weight_decay: float = 1e-2,
         warmup: float = 0.2,
         cooldown: float = 0.4,
         cycle: float = 0.12,
