@@ -335,13 +335,13 @@ class VSMDEstimator(PyTorchLightningEstimator):
             sampler_steps=sampler_steps, time_grid_rho=time_grid_rho, num_parallel_samples=num_parallel_samples,
             loss_positions=loss_positions, progress=progress,
         )
+        if random_walk_share is None:  # the walk is on the increments: levels get none
+            random_walk_share = RANDOM_WALK_SHARE if target == "delta" else 0.0
         self.module_kwargs = dict(
             lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle, A_update=A_update,
             forward_fraction=forward_fraction, trajectory_steps=trajectory_steps, num_trajectories=num_trajectories,
             frozen_policy=frozen_policy, A_prior=A_prior, trajectory_sampler=trajectory_sampler, ensemble_size=ensemble_size,
-            sign_symmetry=sign_symmetry,
-            random_walk_share=(RANDOM_WALK_SHARE if target == "delta" else 0.0) if random_walk_share is None
-            else random_walk_share)
+            sign_symmetry=sign_symmetry, random_walk_share=random_walk_share)
         self.batch_size, self.num_batches_per_epoch, self.seed = batch_size, num_batches_per_epoch, seed
         self.train_sampler = train_sampler or ExpectedNumInstanceSampler(
             num_instances=1.0, min_past=self.context_length, min_future=prediction_length)

@@ -103,11 +103,11 @@ class VSMDLightningModule(pl.LightningModule):
         super().__init__()
         if not 0.0 <= random_walk_share <= 1.0:
             raise ValueError(f"random_walk_share must be in [0, 1], got {random_walk_share}")
-        if random_walk_share > 0 and model_kwargs.get("target", "delta") != "delta":
-            raise ValueError("random_walk_share needs target='delta' (the walk is on the increments)")
         if int(ensemble_size) < 1:
             raise ValueError(f"ensemble_size must be a positive integer, got {ensemble_size}")
         self.members = torch.nn.ModuleList(VSMDModel(**model_kwargs) for _ in range(int(ensemble_size)))
+        if random_walk_share > 0 and self.model.target != "delta":
+            raise ValueError("random_walk_share needs target='delta' (the walk is on the increments)")
         self.lr = lr
         self.A_lr = A_lr
         self.weight_decay = weight_decay
