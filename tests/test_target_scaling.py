@@ -211,18 +211,16 @@ def test_clip_bounds_the_scaled_values_of_a_pegged_series_that_jumps():
         model(clip=0.0)
 
 
-@pytest.mark.parametrize("window", [None, 7])
-def test_random_walk_paths_have_the_walk_windows_covariance(window):
-    """Steps ~ N(0, M), M the uncentred second moments of the last random_walk_window increments (default: the
-    whole context; computed here from the data, not from the model's own helpers), unshrunk and unlike the
-    scale window's, independent over the horizon, starting from the last observed level."""
-    m = model(scale_window=4, random_walk_window=window)  # the diffusion's window differs from the walk's
-    W = window or C
-    assert m.random_walk_window == W and m.scale_window != W
+def test_random_walk_paths_have_the_scale_windows_shrunk_covariance():
+    """Steps ~ N(0, C), C the uncentred second moments of the last scale_window increments with the off-diagonal
+    shrunk by WHITEN_SHRINKAGE (computed here from the data, not from the model's own helpers), independent over
+    the horizon, starting from the last observed level."""
+    m = model()
     batch = inputs(m, level=5.0)
     past = batch["past_target"][0].double().numpy()
-    inc = np.diff(past, axis=0)[-W:]
-    cov = inc.T @ inc / len(inc)
+    inc = np.diff(past, axis=0)[-m.scale_window:]
+    M = inc.T @ inc / len(inc)
+    cov = (1 - WHITEN_SHRINKAGE) * M + WHITEN_SHRINKAGE * np.diag(np.diag(M))
     torch.manual_seed(0)
     with torch.no_grad():
         paths = m.random_walk(**batch, num_parallel_samples=40000)[0].double().numpy()  # (S, H, D)
@@ -235,8 +233,5 @@ def test_random_walk_paths_have_the_walk_windows_covariance(window):
         assert (np.abs(steps[:, h].mean(0)) / sd < 0.04).all()
     lag1 = (steps[:, 0] * steps[:, 1]).mean(0) / sd**2  # no dependence between steps
     assert (np.abs(lag1) < 0.04).all()
-    for bad in (1, C + 1):
-        with pytest.raises(ValueError, match="random_walk_window"):
-            model(random_walk_window=bad)
     with pytest.raises(ValueError, match="delta"):
         model(target="level").random_walk(**batch)

@@ -179,9 +179,6 @@ class VSMDEstimator(PyTorchLightningEstimator):
     scale_window
         Last steps of the context the scale (and whitening) is computed over (default: 20 steps for
         ``"whiten"``, else the whole context); a short window follows the recent volatility and correlation.
-    random_walk_window
-        Last steps of the context whose increments' covariance drives the random walk of
-        ``random_walk_share`` (default: the whole context).
     clip
         Clip the scaled (whitened) modelled values to ``[-clip, clip]`` in training and in the history the RNN
         reads (``None``: no clipping): robust to the rare huge steps of series whose recent scale is tiny.
@@ -282,7 +279,6 @@ class VSMDEstimator(PyTorchLightningEstimator):
         target: Literal["delta", "level"] = "delta",
         scaling: Literal["auto", "std", "mean", "none", "whiten"] = "auto",
         scale_window: Optional[PositiveWholeNumber] = None,
-        random_walk_window: Optional[PositiveWholeNumber] = None,
         clip: Optional[PositiveFloat] = None,
         sampler: str = SAMPLER,
         sampler_steps: PositiveWholeNumber = SAMPLER_STEPS,
@@ -332,7 +328,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
             target_dim=target_dim, prediction_length=prediction_length, context_length=self.context_length,
             lags_seq=self.lags_seq, num_time_features=len(self.time_features) + 1, hidden_size=hidden_size,
             num_layers=num_layers, rnn_type=rnn_type, dropout_rate=dropout_rate, target=target, scaling=scaling,
-            scale_window=scale_window, random_walk_window=random_walk_window, clip=clip,
+            scale_window=scale_window, clip=clip,
             sde=self.sde, beta=beta, damping_ratio=damping_ratio, gamma=gamma, A_max=A_max, initial_velocity=initial_velocity,
             prior=prior, denoiser_hidden=denoiser_hidden, denoiser_blocks=denoiser_blocks,
             gaussian_residual=gaussian_residual, sampler=sampler,

@@ -161,10 +161,6 @@ class VSMDModel(nn.Module):
         (default: 20 for ``"whiten"``, chosen on exchange validation windows,
         else all ``context_length``); a short window follows the recent
         volatility and correlation.
-    random_walk_window
-        Last steps of the context whose increments' covariance (unshrunk)
-        drives :meth:`random_walk` (default: all ``context_length``): the naive
-        walk wants a long window, the diffusion's coordinates a short one.
     clip
         Clip the scaled (whitened) modelled values to ``[-clip, clip]``
         before they enter the loss and the RNN (``None``: no clipping). The
@@ -213,7 +209,6 @@ class VSMDModel(nn.Module):
         target: str = "delta",
         scaling: str = "auto",
         scale_window: Optional[int] = None,
-        random_walk_window: Optional[int] = None,
         clip: Optional[float] = None,
         sde: str = "vsuld",
         beta: Optional[float] = None,
@@ -270,9 +265,6 @@ class VSMDModel(nn.Module):
         self.clip = clip
         if not 1 <= self.scale_window <= context_length:
             raise ValueError(f"scale_window must be in [1, context_length={context_length}], got {scale_window}")
-        self.random_walk_window = random_walk_window or context_length
-        if not 2 <= self.random_walk_window <= context_length:
-            raise ValueError(f"random_walk_window must be in [2, context_length={context_length}], got {random_walk_window}")
 
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}.get(rnn_type.lower())
         if rnn_cls is None:
@@ -334,17 +326,15 @@ class VSMDModel(nn.Module):
         mask[:, 1:] = observed[:, 1:] * observed[:, :-1]
         return delta, mask, levels, observed
 
-    def _scale(self, values, mask, levels, observed, window=None, shrinkage=WHITEN_SHRINKAGE):
+    def _scale(self, values, mask, levels, observed):
         """``loc, scale`` ``(B, 1, D)``, the whitening factor ``(B, D, D)`` (or ``None``) and static
-        features ``(B, 2 D)`` from the context window (scale and whitening over its last ``window``
-        steps, default ``scale_window``)."""
-        C, W = self.context_length, window or self.scale_window
+        features ``(B, 2 D)`` from the context window."""
+        C, W = self.context_length, self.scale_window
         obs = observed[:, -C:]
         magnitude = (levels[:, -C:].abs() * obs).sum(1, keepdim=True) / obs.sum(1, keepdim=True).clamp_min(1)
         kind = "std" if self.scaling == "whiten" else self.scaling
         loc, scale = robust_scale(values[:, -W:], mask[:, -W:], magnitude, kind, centre=self.target == "level")
-        L = whitening_factor(values[:, -W:] / scale, mask[:, -W:], shrinkage) if self.scaling == "whiten" else None
-        L = None if L is None else L.to(values.dtype)
+        L = whitening_factor(values[:, -W:] / scale, mask[:, -W:]).to(values.dtype) if self.scaling == "whiten" else None
         # unit-free magnitude features: relative spread and the level in units of the scale
         level = loc if self.target == "level" else levels[:, -1:]
         static = torch.cat([(scale / (magnitude + scale)).log(), level.sign() * (level.abs() / scale).log1p()], dim=-1)
@@ -445,21 +435,21 @@ class VSMDModel(nn.Module):
 
     def random_walk(self, past_target, past_observed_values, past_time_feat=None, future_time_feat=None,
                     num_parallel_samples: Optional[int] = None) -> torch.Tensor:
-        """Paths of a Gaussian random walk, ``(B, num_parallel_samples, prediction_length, D)``.
+        """Paths of the Gaussian random walk the scaling assumes, ``(B, num_parallel_samples, prediction_length, D)``.
 
-        With ``scaling="whiten"`` the increments are ``N(0, s R s)``, ``s``
-        the series' root mean square increment and ``R`` their correlation
-        (unshrunk), both over the last ``random_walk_window`` steps; with
-        ``"std"`` independent ``N(0, s^2)``. No network is evaluated (the time
-        features are accepted for :meth:`forward`'s signature and ignored).
+        ``N(0, I)`` steps in the scaled (whitened) coordinates: with
+        ``scaling="whiten"`` the increments are ``N(0, s L L^T s)``, ``s`` the
+        series' root mean square increment and ``L L^T`` their shrunk
+        correlation over ``scale_window``; with ``"std"`` independent
+        ``N(0, s^2)``. No network is evaluated (the time features are
+        accepted for :meth:`forward`'s signature and ignored).
         """
         if self.target != "delta":
             raise ValueError("random_walk needs target='delta': N(0, I) levels are noise, not a walk")
         S = num_parallel_samples or self.num_parallel_samples
         P, H, D = self._past_length, self.prediction_length, self.target_dim
         values, mask, levels, obs = self._modelled(past_target, past_observed_values)
-        loc, scale, L, _ = self._scale(values[:, :P], mask[:, :P], levels[:, :P], obs[:, :P],
-                                       window=self.random_walk_window, shrinkage=0.0)
+        loc, scale, L, _ = self._scale(values[:, :P], mask[:, :P], levels[:, :P], obs[:, :P])
         steps = torch.randn(past_target.shape[0], S, H, D, dtype=past_target.dtype, device=past_target.device)
         return self._decode(steps, loc, scale, L, levels[:, P - 1])
 
