@@ -211,6 +211,29 @@ def test_clip_bounds_the_scaled_values_of_a_pegged_series_that_jumps():
         model(clip=0.0)
 
 
+def test_clip_bounds_the_sampled_steps_the_rnn_reads_but_not_the_forecast(monkeypatch):
+    # a sampler whose steps are far beyond the clip; the RNN must read them clipped, as it read its training history
+    def huge_steps(score_fn, sde, a, ts, cond=None):
+        return SamplerOutput(torch.full_like(a, 50.0), 0)
+
+    monkeypatch.setattr(VSMDModel, "sampler", property(lambda self: huge_steps))
+    m = model(clip=5.0, scaling="std", num_parallel_samples=2)
+    fed = []
+    monkeypatch.setattr(m, "_rnn", lambda inputs, state=None: (fed.append(inputs[:, :, :D * len(m.lags_seq)]),
+                                                                m.rnn(inputs, state))[1])
+    batch = inputs(m)
+    out = sample(m, batch)
+    lag1 = m.lags_seq.index(1)
+    later = torch.stack([f[:, 0].reshape(-1, D, len(m.lags_seq))[..., lag1] for f in fed[2:]])  # steps 1.. read step k-1
+    assert torch.equal(later, torch.full_like(later, 5.0))
+    # the forecast keeps the sampled (unclipped) steps: 50 scales per step
+    values, mask, levels, obs = m._modelled(batch["past_target"], batch["past_observed_values"])
+    _, scale, _, _ = m._scale(values[:, :m._past_length], mask[:, :m._past_length], levels[:, :m._past_length],
+                              obs[:, :m._past_length])
+    steps = torch.diff(out[0], dim=1)
+    assert torch.allclose(steps, 50.0 * scale[0].double().expand_as(steps), rtol=1e-4)
+
+
 def test_random_walk_paths_have_the_scale_windows_shrunk_covariance():
     """Steps ~ N(0, C), C the uncentred second moments of the last scale_window increments with the off-diagonal
     shrunk by WHITEN_SHRINKAGE (computed here from the data, not from the model's own helpers), independent over

@@ -422,7 +422,8 @@ class VSMDModel(nn.Module):
             return x.repeat_interleave(S, dim=dim)
 
         state = tuple(rep(s, 1) for s in state) if isinstance(state, tuple) else rep(state, 1)
-        seq = torch.cat([rep(scaled), scaled.new_zeros(B * S, H, D)], dim=1)
+        seq = torch.cat([rep(scaled), scaled.new_zeros(B * S, H, D)], dim=1)  # what the RNN reads
+        steps = scaled.new_empty(B * S, H, D)
         static, time_feat = rep(static), rep(future_time_feat)
         score_fn = ScoreModel(self.sde, self.denoiser)
         ts = time_grid(self.sde, self.sampler_steps, self.time_grid_rho, device=past_target.device)
@@ -430,8 +431,10 @@ class VSMDModel(nn.Module):
             inputs = self._rnn_inputs(seq, P + k, P + k + 1, time_feat[:, k : k + 1], static)
             out, state = self._rnn(inputs, state)
             a = self.sde.prior_sample(B * S, kind=self.prior, device=past_target.device)
-            seq[:, P + k] = self.sampler(score_fn, self.sde, a, ts, cond=out[:, 0]).x
-        return self._decode(seq[:, P:].reshape(B, S, H, D), loc, scale, L, last)
+            steps[:, k] = self.sampler(score_fn, self.sde, a, ts, cond=out[:, 0]).x
+            # the RNN was trained on clipped history: feed it the sampled step clipped the same way
+            seq[:, P + k] = steps[:, k] if self.clip is None else steps[:, k].clamp(-self.clip, self.clip)
+        return self._decode(steps.reshape(B, S, H, D), loc, scale, L, last)
 
     def random_walk(self, past_target, past_observed_values, past_time_feat=None, future_time_feat=None,
                     num_parallel_samples: Optional[int] = None) -> torch.Tensor:
