@@ -320,10 +320,13 @@ def test_random_walk_share_pools_walk_paths_at_random_positions(monkeypatch):
         tiny(random_walk_share=0.5, target="level").create_lightning_module()
 
 
-def test_random_walk_share_defaults_to_a_quarter_for_increments_and_none_for_levels():
+@pytest.mark.parametrize("freq, daily_or_coarser", [("B", True), ("D", True), ("W", True), ("M", True),
+                                                     ("h", False), ("15min", False), ("12h", False)])
+def test_random_walk_share_defaults_to_a_quarter_for_increments_of_daily_or_coarser_data(freq, daily_or_coarser):
     from vsmd_ts.timeseries.module import RANDOM_WALK_SHARE
 
     assert RANDOM_WALK_SHARE == 0.25
-    assert tiny().create_lightning_module().random_walk_share == RANDOM_WALK_SHARE
-    assert tiny(target="level").create_lightning_module().random_walk_share == 0.0
-    assert tiny(random_walk_share=0.0).create_lightning_module().random_walk_share == 0.0
+    share = tiny(freq=freq, lags_seq=[1, 2]).create_lightning_module().random_walk_share
+    assert share == (RANDOM_WALK_SHARE if daily_or_coarser else 0.0)  # a walk has no daily cycle
+    assert tiny(freq=freq, lags_seq=[1, 2], target="level").create_lightning_module().random_walk_share == 0.0
+    assert tiny(freq=freq, lags_seq=[1, 2], random_walk_share=0.4).create_lightning_module().random_walk_share == 0.4

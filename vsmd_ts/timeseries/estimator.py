@@ -37,7 +37,7 @@ from vsmd_ts.training.precision import resolve_precision
 
 from .checks import CheckMultivariateTarget, PositiveWholeNumber, check_training_data
 from .distributed import RankSeededLoader
-from .features import default_lags, normalize_freq, time_features_for
+from .features import default_lags, is_sub_daily, normalize_freq, time_features_for
 from .lightning_module import VSMDLightningModule
 from .module import RANDOM_WALK_SHARE, SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO
 from .predictor import VSMDPredictor
@@ -230,9 +230,11 @@ class VSMDEstimator(PyTorchLightningEstimator):
         Share of each window's forecast paths drawn from the Gaussian random walk of the scaled (whitened)
         coordinates instead of the diffusion (``target="delta"`` only): the forecast is the linear pool of the
         model and the naive walk, a hedge against the model's heavy tails. Costs no training; sampling gets
-        cheaper by that share. Default (``None``): 0.25 for increments, 0 for levels; chosen on three exchange
-        validation folds, where it beat the pure model narrowly (15-run mean CRPS-Sum 0.01073 against 0.01075,
-        energy 0.2311 against 0.2334; benchmarks/RESULTS.md 0.9). ``0`` gives the diffusion model alone.
+        cheaper by that share. Default (``None``): 0.25 for increments of daily or coarser data, chosen on three
+        exchange validation folds, where it beat the pure model narrowly (15-run mean CRPS-Sum 0.01073 against
+        0.01075, energy 0.2311 against 0.2334; benchmarks/RESULTS.md 0.9); 0 for levels and for sub-daily
+        frequencies, whose daily cycle a walk does not have (untested there: no such data offline). ``0`` gives
+        the diffusion model alone.
     trainer_kwargs
         Extra ``lightning.pytorch.Trainer`` arguments (``max_epochs``,
         ``accelerator``, ``devices``, ``strategy``, ``precision``...). Defaults: 20 epochs (chosen on
@@ -335,8 +337,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
             sampler_steps=sampler_steps, time_grid_rho=time_grid_rho, num_parallel_samples=num_parallel_samples,
             loss_positions=loss_positions, progress=progress,
         )
-        if random_walk_share is None:  # the walk is on the increments: levels get none
-            random_walk_share = RANDOM_WALK_SHARE if target == "delta" else 0.0
+        if random_walk_share is None:  # the walk is on the increments and has no daily cycle
+            random_walk_share = RANDOM_WALK_SHARE if target == "delta" and not is_sub_daily(self.freq) else 0.0
         self.module_kwargs = dict(
             lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle, A_update=A_update,
             forward_fraction=forward_fraction, trajectory_steps=trajectory_steps, num_trajectories=num_trajectories,

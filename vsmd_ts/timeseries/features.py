@@ -9,7 +9,7 @@ from typing import List
 from pandas.tseries import offsets
 from pandas.tseries.frequencies import to_offset
 
-__all__ = ["default_lags", "normalize_freq", "time_features_for"]
+__all__ = ["default_lags", "is_sub_daily", "normalize_freq", "time_features_for"]
 
 # pandas >= 2.2 deprecates these upper-case aliases (FutureWarning); use the new spelling.
 _ALIASES = {"H": "h", "T": "min", "S": "s", "L": "ms", "U": "us", "N": "ns", "BH": "bh"}
@@ -34,6 +34,14 @@ def normalize_freq(freq: str) -> str:
         raise ValueError(f"unsupported frequency {freq!r}: pandas does not know it") from None
     time_features_for(norm)
     return norm
+
+
+def is_sub_daily(freq: str) -> bool:
+    """Whether steps of ``freq`` are shorter than a day (``'h'``, ``'15min'``...; not ``'D'``, ``'B'``, ``'W'``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        offset = to_offset(freq)
+    return isinstance(offset, offsets.Tick) and offset.nanos < offsets.Day().nanos
 
 
 def time_features_for(freq: str) -> list:
