@@ -38,7 +38,7 @@ from vsmd_ts.training.precision import resolve_precision
 from .checks import CheckMultivariateTarget, PositiveWholeNumber, check_training_data
 from .distributed import RankSeededLoader
 from .features import default_lags, is_sub_daily, normalize_freq, time_features_for
-from .lightning_module import VSMDLightningModule
+from .lightning_module import A_LR, LR, SCHEDULE, WEIGHT_DECAY, VSMDLightningModule
 from .module import RANDOM_WALK_SHARE, SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO
 from .predictor import VSMDPredictor
 
@@ -287,13 +287,13 @@ class VSMDEstimator(PyTorchLightningEstimator):
         time_grid_rho: PositiveFloat = TIME_GRID_RHO,
         num_parallel_samples: PositiveWholeNumber = 100,
         loss_positions: Literal["all", "future"] = "all",
-        lr: PositiveFloat = 1e-3,
-        A_lr: PositiveFloat = 1e-3,
-        weight_decay: float = 1e-2,
-        warmup: float = 0.2,
-        cooldown: float = 0.4,
-        cycle: float = 0.12,
-        forward_fraction: float = 1 / 6,
+        lr: PositiveFloat = LR,
+        A_lr: PositiveFloat = A_LR,
+        weight_decay: float = WEIGHT_DECAY,
+        warmup: float = SCHEDULE.warmup,
+        cooldown: float = SCHEDULE.cooldown,
+        cycle: float = SCHEDULE.cycle,
+        forward_fraction: float = SCHEDULE.forward_fraction,
         trajectory_steps: PositiveWholeNumber = 50,
         num_trajectories: PositiveWholeNumber = 256,
         frozen_policy: Literal["score", "score_minus_forward"] = "score",

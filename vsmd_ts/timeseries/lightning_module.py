@@ -18,6 +18,11 @@ __all__ = ["VSMDLightningModule"]
 
 logger = logging.getLogger(__name__)
 
+# defaults the estimator shares: AdamW's learning rates (network, A) and the network's weight decay (RESULTS.md 0.9),
+# and Algorithm 1's alternation schedule, which lives in the core
+LR, A_LR, WEIGHT_DECAY = 1e-3, 1e-3, 1e-2
+SCHEDULE = AlternationSchedule()
+
 
 class VSMDLightningModule(pl.LightningModule):
     """Trains a :class:`VSMDModel`: score network and RNN by denoising score
@@ -82,13 +87,13 @@ class VSMDLightningModule(pl.LightningModule):
     def __init__(
         self,
         model_kwargs: dict,
-        lr: float = 1e-3,
-        A_lr: float = 1e-3,
-        weight_decay: float = 1e-2,
-        warmup: float = 0.2,
-        cooldown: float = 0.4,
-        cycle: float = 0.12,
-        forward_fraction: float = 1 / 6,
+        lr: float = LR,
+        A_lr: float = A_LR,
+        weight_decay: float = WEIGHT_DECAY,
+        warmup: float = SCHEDULE.warmup,
+        cooldown: float = SCHEDULE.cooldown,
+        cycle: float = SCHEDULE.cycle,
+        forward_fraction: float = SCHEDULE.forward_fraction,
         trajectory_steps: int = 50,
         num_trajectories: int = 256,
         frozen_policy: str = "score",
