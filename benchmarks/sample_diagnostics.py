@@ -1,6 +1,7 @@
 """Where a model's forecasts differ from the random walk's, from the paths ``crps_sum.py --save-samples`` wrote.
 
     python benchmarks/sample_diagnostics.py runs/val8_default          # model and rw of the same run
+    python benchmarks/sample_diagnostics.py runs/val9_wd_6071 --rw-from runs/val8_default   # rw of another run, same windows
 
 For each model archive (``*_vsuld_seed<k>_<sampler>-<steps>.npz``, against ``*_rw_seed<k>.npz`` of the same folder):
 
@@ -10,8 +11,11 @@ For each model archive (``*_vsuld_seed<k>_<sampler>-<steps>.npz``, against ``*_r
 * tails: the share of one-step increments beyond 10 random-walk standard deviations, the share of paths that hold
   one, and the exact CRPS-Sum with those paths replaced by draws from the others;
 * spread: the model's interquartile range over the random walk's at the first and last step (median);
-* mixtures: exact CRPS-Sum and energy score when a share ``w`` of the paths comes from the model, the rest from the
-  random walk.
+* serial dependence: the scores when each horizon step's increments are shuffled across the paths (jointly over the
+  series), which keeps every step's distribution and removes any dependence along a path;
+* drift alone: the random walk's paths shifted by the model's mean path (the walk's spread with the model's drift);
+* pools: exact CRPS-Sum and energy score when a share ``w`` of the paths (``model share w``) comes from the model,
+  the rest from the random walk.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 from vsmd_ts.timeseries.metrics import crps_sum_exact, energy_score
 
 TAIL = 10.0
-MIX_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
+MODEL_SHARES = (1.0, 0.75, 0.5, 0.4, 0.3, 0.25, 0.2, 0.1, 0.0)
 
 
 def scores(samples: np.ndarray, truth: np.ndarray) -> tuple:
@@ -49,6 +53,13 @@ def ratio(num: np.ndarray, den: np.ndarray, fill: float) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), fill)
 
 
+def shuffled(samples: np.ndarray, last: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The paths rebuilt from each horizon step's increments permuted across paths (same permutation for all series)."""
+    W, S, H, _ = samples.shape
+    order = np.argsort(rng.random((W, S, H)), axis=1)
+    return last[:, None, None] + np.take_along_axis(steps(samples, last), order[..., None], axis=1).cumsum(axis=2)
+
+
 def diagnose(model: dict, rw: dict, rng: np.random.Generator) -> dict:
     s, truth, last = model["samples"], model["truth"], model["last"]
     r = rw["samples"]
@@ -69,10 +80,12 @@ def diagnose(model: dict, rw: dict, rng: np.random.Generator) -> dict:
         "centred": scores(centred, truth), "tail_steps": float(beyond.mean()), "tail_paths": float(bad.mean()),
         "without_tail_paths": scores(kept, truth),
         "iqr_ratio_first_last": (float(np.nanmedian(spread[:, 0])), float(np.nanmedian(spread[:, -1]))),
+        "steps_shuffled": scores(shuffled(s, last, rng), truth),
+        "rw_plus_model_drift": scores(r + (s.mean(1, keepdims=True) - last[:, None, None]), truth),
     }
-    for w in MIX_WEIGHTS:
+    for w in MODEL_SHARES:
         k = int(round(w * s.shape[1]))
-        out[f"mix_{w:g}"] = scores(np.concatenate([s[:, :k], r[:, k:]], axis=1), truth)
+        out[f"model_share_{w:g}"] = scores(np.concatenate([s[:, :k], r[:, k:]], axis=1), truth)
     return out
 
 
@@ -80,7 +93,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", help="a crps_sum.py --out folder run with --save-samples and both a model and rw")
     p.add_argument("--sde", default="vsuld")
+    p.add_argument("--rw-from", default=None, help="folder whose rw archives to use (same windows; default: folder)")
     args = p.parse_args(argv)
+    rw_folder = Path(args.rw_from or args.folder)
     files = sorted((Path(args.folder) / "samples").glob(f"*_{args.sde}_seed*.npz"))
     if not files:
         raise SystemExit(f"no {args.sde} archives under {args.folder}/samples (run crps_sum.py with --save-samples)")
@@ -88,16 +103,17 @@ def main(argv=None) -> int:
     rows = []
     for path in files:
         seed = int(re.search(r"_seed(\d+)", path.name).group(1))
-        rw_path = next((Path(args.folder) / "samples").glob(f"*_rw_seed{seed}.npz"), None)
+        rw_path = next((rw_folder / "samples").glob(f"*_rw_seed{seed}.npz"), None)
         if rw_path is None:
-            raise SystemExit(f"no random-walk archive for seed {seed} next to {path.name}")
+            raise SystemExit(f"no random-walk archive for seed {seed} under {rw_folder}/samples")
         d = diagnose(dict(np.load(path)), dict(np.load(rw_path)), rng)
         rows.append(d)
         print(f"{path.stem.split(f'_{args.sde}_')[-1]}: CRPS-Sum exact {d['model'][0]:.5f} (re-centred {d['centred'][0]:.5f}, without tail paths "
               f"{d['without_tail_paths'][0]:.5f}), drift {d['drift_sd']:+.2f} sd (windows differ by {d['drift_sd_windows']:.2f}), steps beyond {TAIL:g} sd "
               f"{100 * d['tail_steps']:.2f} %, paths with one {100 * d['tail_paths']:.1f} %, IQR / rw "
               f"{d['iqr_ratio_first_last'][0]:.2f} -> {d['iqr_ratio_first_last'][1]:.2f}")
-    for key in ["model", "centred", "without_tail_paths"] + [f"mix_{w:g}" for w in MIX_WEIGHTS]:
+    keys = ["model", "centred", "without_tail_paths", "steps_shuffled", "rw_plus_model_drift"]
+    for key in keys + [f"model_share_{w:g}" for w in MODEL_SHARES]:
         v = np.array([row[key] for row in rows])
         print(f"{key:20s} CRPS-Sum exact {v[:, 0].mean():.5f} ± {v[:, 0].std(ddof=1) if len(v) > 1 else 0:.5f}, "
               f"energy {v[:, 1].mean():.4f}")
