@@ -228,13 +228,13 @@ class VSMDEstimator(PyTorchLightningEstimator):
         validation folds it lost where that drift happened to pay (benchmarks/RESULTS.md 0.8).
     random_walk_share
         Share of each window's forecast paths drawn from the Gaussian random walk of the scaled (whitened)
-        coordinates instead of the diffusion (``target="delta"`` only): the forecast is the linear pool of the
-        model and the naive walk, a hedge against the model's learnt drift (benchmarks/RESULTS.md 0.10). Costs
-        no training; sampling gets cheaper by that share. Default (``None``): 0.25 for increments of daily or coarser data, chosen on three
-        exchange validation folds, where it beat the pure model narrowly (15-run mean CRPS-Sum 0.01073 against
-        0.01075, energy 0.2311 against 0.2334; benchmarks/RESULTS.md 0.9); 0 for levels and for sub-daily
-        frequencies, whose daily cycle a walk does not have (untested there: no such data offline). ``0`` gives
-        the diffusion model alone.
+        coordinates instead of the diffusion (``target="delta"`` only): the forecast is the linear pool of the model
+        and the naive walk, a hedge against the model's learnt drift (benchmarks/RESULTS.md 0.10). Costs no
+        training; sampling gets cheaper by that share. Default (``None``): 0.25 for increments of daily or coarser
+        data, chosen on three exchange validation folds, where it beat the pure model narrowly (15-run mean CRPS-Sum
+        0.01073 against 0.01075, energy 0.2311 against 0.2334; benchmarks/RESULTS.md 0.9); 0 for levels and for
+        sub-daily frequencies, whose daily cycle a walk does not have (untested there: no such data offline). ``0``
+        gives the diffusion model alone.
     trainer_kwargs
         Extra ``lightning.pytorch.Trainer`` arguments (``max_epochs``,
         ``accelerator``, ``devices``, ``strategy``, ``precision``...). Defaults: 20 epochs (chosen on
