@@ -16,6 +16,13 @@ _ALIASES = {"H": "h", "T": "min", "S": "s", "L": "ms", "U": "us", "N": "ns", "BH
 _FREQ = re.compile(r"^(\d*)([A-Za-z]+)(-\w+)?$")
 
 
+def _offset(freq: str):
+    """``to_offset(freq)`` without pandas' FutureWarning for deprecated aliases."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return to_offset(freq)
+
+
 def normalize_freq(freq: str) -> str:
     """Validate a pandas frequency string and spell it the way pandas 2.2+ wants.
 
@@ -27,9 +34,7 @@ def normalize_freq(freq: str) -> str:
     mult, base, suffix = match.groups()
     norm = mult + _ALIASES.get(base, base) + (suffix or "")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            to_offset(norm)
+        _offset(norm)
     except ValueError:
         raise ValueError(f"unsupported frequency {freq!r}: pandas does not know it") from None
     time_features_for(norm)
@@ -38,9 +43,7 @@ def normalize_freq(freq: str) -> str:
 
 def is_sub_daily(freq: str) -> bool:
     """Whether steps of ``freq`` are shorter than a day (``'h'``, ``'15min'``...; not ``'D'``, ``'B'``, ``'W'``)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        offset = to_offset(freq)
+    offset = _offset(freq)
     return isinstance(offset, offsets.Tick) and offset.nanos < offsets.Day().nanos
 
 
@@ -65,9 +68,7 @@ def default_lags(freq: str) -> List[int]:
     Far shorter than GluonTS's 40-lag default, whose RNN input (target_dim x
     lags) dominates memory on wide datasets.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        offset = to_offset(freq)
+    offset = _offset(freq)
     n = max(int(getattr(offset, "n", 1)), 1)
     seasonal = {
         offsets.Second: [60],
