@@ -368,12 +368,16 @@ class VSMDModel(nn.Module):
             # whitened coordinate i mixes series 1..i: it is observed only when all of them are
             scaled = torch.linalg.solve_triangular(L, scaled.transpose(1, 2), upper=False).transpose(1, 2)
             mask = mask.cumprod(dim=-1)
-        if self.clip is not None:
-            scaled = scaled.clamp(-self.clip, self.clip)
+        scaled = self._clipped(scaled)
         start, stop = P - self.context_length, seq.shape[1]
         inputs = self._rnn_inputs(scaled, start, stop, time_feat[:, start:stop], static)
         out, state = self._rnn(inputs)
         return scaled, mask, out, state, (loc, scale, L), static, levels[:, P - 1]
+
+    def _clipped(self, scaled: torch.Tensor) -> torch.Tensor:
+        """Scaled (whitened) values clipped to ``[-clip, clip]`` (unchanged when ``clip`` is ``None``): what the loss
+        and the RNN see, in training and while sampling."""
+        return scaled if self.clip is None else scaled.clamp(-self.clip, self.clip)
 
     def _rnn(self, inputs: torch.Tensor, state=None):
         if RNN_ONEDNN or not inputs.is_cpu:
@@ -432,8 +436,7 @@ class VSMDModel(nn.Module):
             out, state = self._rnn(inputs, state)
             a = self.sde.prior_sample(B * S, kind=self.prior, device=past_target.device)
             steps[:, k] = self.sampler(score_fn, self.sde, a, ts, cond=out[:, 0]).x
-            # the RNN was trained on clipped history: feed it the sampled step clipped the same way
-            seq[:, P + k] = steps[:, k] if self.clip is None else steps[:, k].clamp(-self.clip, self.clip)
+            seq[:, P + k] = self._clipped(steps[:, k])  # the RNN reads sampled steps as it read its history
         return self._decode(steps.reshape(B, S, H, D), loc, scale, L, last)
 
     def random_walk(self, past_target, past_observed_values, past_time_feat=None, future_time_feat=None,
