@@ -67,7 +67,8 @@ def diagnose(model: dict, rw: dict, rng: np.random.Generator) -> dict:
         raise ValueError("model and random-walk archives cover different windows")
     end = s.sum(-1)[:, :, -1]
     drift = (end.mean(1) - last.sum(-1)) / end.std(1)
-    centred = s - (s.mean(1, keepdims=True) - last[:, None, None])
+    mean_drift = s.mean(1, keepdims=True) - last[:, None, None]  # (W, 1, H, D), from the last value
+    centred = s - mean_drift
     # a series the random walk holds still (a pegged currency over its window) gives no unit: left out
     z = ratio(steps(s, last), np.sqrt((steps(r, last) ** 2).mean(1, keepdims=True)), 0.0)
     beyond = np.abs(z) > TAIL
@@ -81,7 +82,7 @@ def diagnose(model: dict, rw: dict, rng: np.random.Generator) -> dict:
         "without_tail_paths": scores(kept, truth),
         "iqr_ratio_first_last": (float(np.nanmedian(spread[:, 0])), float(np.nanmedian(spread[:, -1]))),
         "steps_shuffled": scores(shuffled(s, last, rng), truth),
-        "rw_plus_model_drift": scores(r + (s.mean(1, keepdims=True) - last[:, None, None]), truth),
+        "rw_plus_model_drift": scores(r + mean_drift, truth),
     }
     for w in MODEL_SHARES:
         k = int(round(w * s.shape[1]))
