@@ -147,7 +147,8 @@ def test_kill_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
     proc.wait()
     last_logged = int(_rows(out)[-1]["step"])
     saved = _ckpt_step(out)
-    assert saved % 20 == 0 and last_logged - 20 < saved <= last_logged + 20
+    # rows are written before the checkpoint of the same step: a kill between the two loses exactly one interval
+    assert saved % 20 == 0 and last_logged - 20 <= saved <= last_logged + 20
     kw = dict(dataset="spiral", sde="vsuld", hidden=8, num_blocks=1, batch_size=32, num_trajectories=8,
               trajectory_steps=3, log_every=5, ckpt_every=20, progress=False)
     summary = train(ToyConfig(steps=saved + 10, resume=True, **kw), out=out)
