@@ -8,6 +8,13 @@ no ``data_dir`` is given, so it needs neither a data folder nor internet. All
 paths return the same grouped datasets: one ``(D, T)`` training series and
 ``num_test_dates`` rolling test windows. A damaged local file raises
 :class:`DatasetCorruptError` naming the file.
+
+Wide CSV files (a time column and one numeric column per series, as the ETT
+files) are read by path with :func:`read_wide_csv` and split into train,
+validation and test windows with :func:`load_csv_dataset`; ``etth1`` is such a
+benchmark, read from ``<data_dir>/ett/ETTh1.csv`` with the standard borders
+(train ``[0, 8640)``, validation ``[8640, 11520)``, test ``[11520, 14400)``)
+and a forecast window every 24 steps.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -29,11 +36,15 @@ from gluonts.dataset.multivariate_grouper import MultivariateGrouper
 __all__ = [
     "BENCHMARKS",
     "BenchmarkData",
+    "CSV_BENCHMARKS",
+    "CsvSplit",
     "DatasetCorruptError",
     "DatasetNotFoundError",
     "EMBEDDED",
     "holdout_windows",
     "load_benchmark",
+    "load_csv_dataset",
+    "read_wide_csv",
     "synthetic_like",
 ]
 
@@ -51,7 +62,28 @@ BENCHMARKS: Dict[str, BenchmarkSpec] = {
     "exchange_rate_nips": BenchmarkSpec("B", 30, 5, 8, 6071),
     "electricity_nips": BenchmarkSpec("h", 24, 7, 370, 5833),
     "solar_nips": BenchmarkSpec("h", 24, 7, 137, 7009),
+    "etth1": BenchmarkSpec("h", 24, 120, 7, 8640),
 }
+
+
+@dataclass(frozen=True)
+class CsvSplit:
+    """Where a CSV benchmark lives under ``data_dir`` and its borders (row counts).
+
+    Rows ``[0, train_end)`` train; validation windows end every ``stride``
+    rows in ``(train_end, val_end]``, test windows in ``(val_end, test_end]``;
+    each forecasts its last ``prediction_length`` rows from everything before.
+    """
+
+    file: str
+    train_end: int
+    val_end: int
+    test_end: int
+    stride: int
+
+
+# ETT-small's standard borders (12 / 4 / 4 months of 30 days; ProbTS, LTSF); the files are CC BY-ND and read by path
+CSV_BENCHMARKS: Dict[str, CsvSplit] = {"etth1": CsvSplit("ett/ETTh1.csv", 8640, 11520, 14400, 24)}
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -87,6 +119,10 @@ class BenchmarkData:
     target_dim: int
     num_test_dates: int
     source: str
+    #: validation windows after the training range (CSV benchmarks); ``None``: carve them with :func:`holdout_windows`
+    validation: Optional[ListDataset] = None
+    #: series names (CSV benchmarks), in the order of the target's rows
+    series_names: Optional[List[str]] = None
 
 
 def _grouped(series: List[dict], freq: str, target_dim: int, num_test_dates: Optional[int] = None) -> ListDataset:
@@ -184,11 +220,12 @@ def load_benchmark(name: str, data_dir: Optional[str] = None, download: bool = T
     Parameters
     ----------
     name
-        ``"exchange_rate_nips"``, ``"electricity_nips"`` or ``"solar_nips"``.
+        ``"exchange_rate_nips"``, ``"electricity_nips"``, ``"solar_nips"`` or ``"etth1"``.
     data_dir
         Folder holding ``<name>/<name>.tar.gz`` (the archive GluonTS
         downloads), an extracted ``<name>/train`` + ``<name>/test`` folder, or,
-        for exchange rates, ``exchange_rate_nips/exchange_rate.txt.gz``.
+        for exchange rates, ``exchange_rate_nips/exchange_rate.txt.gz``;
+        for ``etth1``, ``ett/ETTh1.csv`` (read by path only, see :data:`CSV_BENCHMARKS`).
         ``None``: the copy embedded in the package (``exchange_rate_nips``),
         else the download.
     download
@@ -206,6 +243,16 @@ def load_benchmark(name: str, data_dir: Optional[str] = None, download: bool = T
     if name not in BENCHMARKS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(BENCHMARKS)}")
     spec = BENCHMARKS[name]
+    if name in CSV_BENCHMARKS:
+        split = CSV_BENCHMARKS[name]
+        if data_dir is None:
+            raise DatasetNotFoundError(
+                f"dataset {name!r} is read by path and never downloaded: pass data_dir, the folder holding "
+                f"{split.file}")
+        data = load_csv_dataset(Path(data_dir).expanduser() / split.file, spec.prediction_length, freq=spec.freq,
+                                borders=(split.train_end, split.val_end, split.test_end), stride=split.stride)
+        data.name = name
+        return data
     if data_dir is None and name in EMBEDDED:
         path = EMBEDDED[name]
         return _assemble(name, spec, *_read_local(path, _from_archive), f"{path} (embedded)")
@@ -282,6 +329,144 @@ def holdout_windows(train: ListDataset, prediction_length: int, num_windows: int
         one_dim_target=False,
     )
     return fit, val
+
+
+def read_wide_csv(path, time_column: Optional[str] = None, columns: Optional[Sequence[str]] = None,
+                  freq: Optional[str] = None) -> Tuple[np.ndarray, pd.Period, str, List[str]]:
+    """Read a wide CSV: one time column and one numeric column per series.
+
+    Parameters
+    ----------
+    path
+        The CSV file (``date,HUFL,HULL,...`` for the ETT files).
+    time_column
+        Name of the time column (default: ``"date"`` when present, else the first column).
+    columns
+        Series to read, in this order (default: every other column).
+    freq
+        Pandas frequency of the rows (default: inferred from the timestamps).
+
+    Returns
+    -------
+    values, start, freq, names
+        ``values`` of shape ``(D, T)`` (float32; empty cells are NaN, which the
+        estimator treats as unobserved), the first row's period, the frequency
+        string and the series names.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        The file does not exist.
+    ValueError
+        A named column is missing, a cell is not a number, the timestamps do
+        not parse, repeat, go backwards or are not evenly spaced at ``freq``;
+        the message names the column, the row and the value.
+    """
+    from .features import normalize_freq
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{path}: no such file")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DatasetCorruptError(f"{path}: cannot read it as CSV ({type(err).__name__}: {err})") from None
+    if frame.shape[1] < 2:
+        raise ValueError(f"{path}: needs a time column and at least one series column, found columns {list(frame.columns)}")
+    time_column = time_column or ("date" if "date" in frame.columns else frame.columns[0])
+    if time_column not in frame.columns:
+        raise ValueError(f"{path}: no time column {time_column!r}; columns are {list(frame.columns)}")
+    names = list(columns) if columns is not None else [c for c in frame.columns if c != time_column]
+    missing = [c for c in names if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: no column {', '.join(map(repr, missing))}; columns are {list(frame.columns)}")
+    if not names:
+        raise ValueError(f"{path}: no series column besides the time column {time_column!r}")
+    times = pd.to_datetime(frame[time_column], errors="coerce")
+    if times.isna().any():
+        row = int(np.flatnonzero(times.isna().to_numpy())[0])
+        raise ValueError(f"{path}: line {row + 2}: time {frame[time_column].iloc[row]!r} in column "
+                         f"{time_column!r} is not a date")
+    if len(times) < 2:
+        raise ValueError(f"{path}: needs at least two rows, found {len(times)}")
+    if freq is None:
+        freq = pd.infer_freq(times)
+        if freq is None:
+            gaps = times.diff().iloc[1:]
+            freq = pd.tseries.frequencies.to_offset(gaps.mode().iloc[0]).freqstr
+    freq = normalize_freq(freq)
+    expected = pd.date_range(times.iloc[0], periods=len(times), freq=freq)
+    off = np.flatnonzero(expected.to_numpy() != times.to_numpy())
+    if off.size:
+        row = int(off[0])
+        raise ValueError(f"{path}: timestamps are not evenly spaced at frequency {freq!r}: line {row + 2} "
+                         f"is {times.iloc[row]}, expected {expected[row]} (a missing, repeated or out-of-order "
+                         f"row; fill gaps with empty cells, which count as missing values)")
+    values = np.empty((len(names), len(frame)), dtype=np.float32)
+    for d, name in enumerate(names):
+        text = frame[name].str.strip()
+        numbers = pd.to_numeric(text.replace({"": "nan", "NA": "nan", "NaN": "nan", "nan": "nan"}), errors="coerce")
+        bad = numbers.isna() & ~text.isin(["", "NA", "NaN", "nan"])
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"{path}: column {name!r}, line {row + 2}: {frame[name].iloc[row]!r} "
+                             f"is not a number")
+        values[d] = numbers.to_numpy(dtype=np.float64)
+    return values, pd.Period(times.iloc[0], freq=freq), freq, names
+
+
+def load_csv_dataset(path, prediction_length: int, freq: Optional[str] = None,
+                     borders: Optional[Tuple[int, int, int]] = None, stride: Optional[int] = None,
+                     time_column: Optional[str] = None, columns: Optional[Sequence[str]] = None) -> BenchmarkData:
+    """A wide CSV (see :func:`read_wide_csv`) as train, validation and test windows.
+
+    Parameters
+    ----------
+    path, time_column, columns, freq
+        As for :func:`read_wide_csv`.
+    prediction_length
+        Forecast horizon ``H`` of every window.
+    borders
+        ``(train_end, val_end, test_end)`` in rows: training on rows
+        ``[0, train_end)``, validation windows ending in ``(train_end,
+        val_end]``, test windows in ``(val_end, test_end]`` (default: 60 / 20 /
+        20 % of the rows, ETT's 12 / 4 / 4 months).
+    stride
+        Rows between the ends of consecutive windows (default ``H``: the
+        horizons tile each range).
+
+    Returns
+    -------
+    BenchmarkData
+        ``train``: one entry ``(D, train_end)``; ``validation`` and ``test``:
+        one entry per window with the whole history up to the window's end.
+    """
+    values, start, freq, names = read_wide_csv(path, time_column, columns, freq)
+    T = values.shape[1]
+    if borders is None:
+        borders = (int(0.6 * T), int(0.8 * T), T)
+    train_end, val_end, test_end = (int(b) for b in borders)
+    stride = int(stride or prediction_length)
+    if not 0 < train_end < val_end < test_end <= T:
+        raise ValueError(f"{path}: borders must satisfy 0 < train_end < val_end < test_end <= {T} rows, got {borders}")
+    if stride < 1 or prediction_length < 1:
+        raise ValueError(f"prediction_length and stride must be positive, got {prediction_length} and {stride}")
+    if val_end - train_end < prediction_length or test_end - val_end < prediction_length:
+        raise ValueError(f"{path}: validation and test ranges ({val_end - train_end} and {test_end - val_end} rows) "
+                         f"must each hold at least one window of {prediction_length}")
+
+    def windows(lo: int, hi: int) -> ListDataset:
+        ends = range(lo + prediction_length, hi + 1, stride)
+        return ListDataset([{"start": start, "target": values[:, :end]} for end in ends], freq=freq,
+                           one_dim_target=False)
+
+    test = windows(val_end, test_end)
+    return BenchmarkData(
+        name=Path(path).stem, train=ListDataset([{"start": start, "target": values[:, :train_end]}], freq=freq,
+                                                one_dim_target=False),
+        test=test, freq=freq, prediction_length=prediction_length, target_dim=values.shape[0],
+        num_test_dates=len(test), source=str(path), validation=windows(train_end, val_end), series_names=names,
+    )
 
 
 def synthetic_like(name: str, seed: int = 0, train_length: Optional[int] = None) -> BenchmarkData:
