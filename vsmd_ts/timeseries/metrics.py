@@ -7,7 +7,9 @@ interval coverage (per series and of the summed series), the probability
 integral transform (PIT), reliability curves and the exact sample CRPS-Sum
 (``properscoring.crps_ensemble`` on the summed series; the 19-quantile version
 leaves out the tails and reads a few per cent higher) are computed from the
-samples.
+samples. ``ProbTS-CRPS`` and ``ProbTS-NMAE`` are the per-window normalised
+scores of the ProbTS / CSDI papers (see :func:`probts_scores`), so numbers
+published with them can be set beside ours.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "evaluate_forecasts",
     "pit_histogram",
     "pit_values",
+    "probts_scores",
     "reliability",
 ]
 
@@ -116,6 +119,34 @@ def crps_sum_exact(samples_list: Sequence[np.ndarray], targets: Sequence[np.ndar
     return float(num / den)
 
 
+def probts_scores(samples_list: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> Dict[str, float]:
+    """ProbTS's CRPS and NMAE: per-window scores over every step and series, averaged over windows.
+
+    For window ``k`` with observed targets ``y`` (all steps and series) and
+    sample quantiles ``q_a`` at the 19 levels ``a`` = 0.05 ... 0.95,
+
+    * ``ProbTS-CRPS`` = mean over ``a`` of ``2 sum |(y - q_a) (1{y <= q_a} - a)| / sum |y|``;
+    * ``ProbTS-NMAE`` = ``sum |y - median| / sum |y|``;
+
+    and each is the mean of the windows' values. Unlike GluonTS's ``CRPS``
+    (normalised per series over all windows) each window weighs the same.
+    ``samples_list[k]``: ``(S, H, D)``; ``targets[k]``: ``(H, D)``; NaN targets
+    are left out of both sums.
+    """
+    levels = np.asarray(QUANTILES)
+    crps, nmae = [], []
+    for samples, y in zip(samples_list, targets):
+        samples, y = np.asarray(samples, np.float64), np.asarray(y, np.float64)
+        obs = np.isfinite(y)
+        q = np.quantile(samples, levels, axis=0)[:, obs]  # (L, n)
+        yo = y[obs]
+        denom = np.abs(yo).sum()
+        losses = 2 * np.abs((yo - q) * ((yo <= q) - levels[:, None])).sum(1)
+        crps.append(losses.mean() / denom)
+        nmae.append(np.abs(yo - np.median(samples, axis=0)[obs]).sum() / denom)
+    return {"ProbTS-CRPS": float(np.mean(crps)), "ProbTS-NMAE": float(np.mean(nmae))}
+
+
 def _calibration(samples_list, targets) -> Dict[str, object]:
     """Summed-series coverage, PIT histograms and reliability curves, pooled over windows."""
     pit, pit_sum, c50, c90 = [], [], [], []
@@ -147,7 +178,8 @@ def evaluate_forecasts(forecasts: Sequence, tss: Sequence[pd.DataFrame]) -> Dict
 
     Returns a dict with ``CRPS``, ``CRPS-Sum``, ``ND-Sum``, ``NRMSE-Sum``,
     ``energy_score``, ``coverage_50`` and ``coverage_90`` (means over windows
-    where applicable), plus every aggregate GluonTS computes under ``gluonts/``.
+    where applicable), ``ProbTS-CRPS`` and ``ProbTS-NMAE`` (see
+    :func:`probts_scores`), plus every aggregate GluonTS computes under ``gluonts/``.
     Calibration of the summed series and exact scores:
 
     * ``CRPS-Sum-exact``: exact sample CRPS of the summed series (see
@@ -190,6 +222,7 @@ def evaluate_forecasts(forecasts: Sequence, tss: Sequence[pd.DataFrame]) -> Dict
         "coverage_50": float(np.mean(c50)),
         "coverage_90": float(np.mean(c90)),
         "CRPS-Sum-exact": crps_sum_exact(samples_list, targets),
+        **probts_scores(samples_list, targets),
     }
     out.update(_calibration(samples_list, targets))
     out.update({f"gluonts/{k}": float(v) for k, v in agg.items() if np.isscalar(v)})
