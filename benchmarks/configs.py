@@ -18,6 +18,7 @@ CONFIGS = {
     "exchange_rate_nips": {"estimator": {}},
     "electricity_nips": {"estimator": {"hidden_size": 128, "denoiser_hidden": 512}},
     "solar_nips": {"estimator": {"hidden_size": 128, "denoiser_hidden": 256}},
+    "etth1": {"estimator": {}},
 }
 
 # --quick: exchange end to end in a few minutes on 2 CPU cores (smoke checks only).

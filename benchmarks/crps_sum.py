@@ -56,9 +56,11 @@ SDES = list(SDE_NAMES)
 # hyper-parameter (the covariance window) chosen on the validation windows of the training range
 BASELINES = ["rw", "snaive"]
 WINDOW_CANDIDATES = {"rw": [20, 50, 100, 200, 500], "snaive": [168, 336, 672, 1344]}
+# seasonal naive: the season is chosen on validation too, among the data's daily and weekly periods (steps)
+SEASON_CANDIDATES = {"h": [24, 168], "B": [5], "D": [7]}
 # the window is a property of the data, not of the path seed: choose it once, with many paths and a fixed seed
 SELECTION = {"seed": 0, "num_samples": 500}
-DATASETS = ["exchange_rate_nips", "electricity_nips", "solar_nips"]
+DATASETS = ["exchange_rate_nips", "electricity_nips", "solar_nips", "etth1"]
 
 
 def parse_args(argv=None):
@@ -66,7 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="exchange_rate_nips", choices=DATASETS)
     p.add_argument("--sde", nargs="+", default=SDES, choices=SDES + BASELINES,
                    help="models to run: SDEs and/or the naive baselines 'rw' (Gaussian random walk) and "
-                        "'snaive' (seasonal naive, season 24)")
+                        "'snaive' (seasonal naive; season and window chosen on validation)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA) if DEFAULT_DATA.exists() else None,
@@ -135,17 +137,27 @@ def machine() -> dict:
 
 def load_split(args, seed: int):
     """``(data, train, test)`` for ``args.split``: validation = ``--val-windows`` windows carved from the training range."""
-    from vsmd_ts.timeseries.data import holdout_windows, load_benchmark, synthetic_like
+    from vsmd_ts.timeseries.data import load_benchmark, synthetic_like
 
     synthetic = args.synthetic_like is not None
     dataset = args.synthetic_like or args.dataset
     data = synthetic_like(dataset, seed=seed) if synthetic else load_benchmark(dataset, args.data_dir, not args.no_download)
     train, test = data.train, data.test
     if args.split == "validation" and not synthetic:
-        train, test = holdout_windows(data.train, data.prediction_length, args.val_windows, data.freq, args.val_end)
+        train, test = validation_split(data, args.val_windows, args.val_end)
     if synthetic:
         test = [list(test)[-1]]  # one window is enough to time sampling
     return data, train, test
+
+
+def validation_split(data, val_windows: int, val_end=None):
+    """``(fit, validation)``: a CSV benchmark's own validation windows (trained on its training range), else
+    ``val_windows`` windows carved from the end of the training range (or of its first ``val_end`` steps)."""
+    from vsmd_ts.timeseries.data import holdout_windows
+
+    if data.validation is not None and val_end is None:
+        return data.train, data.validation
+    return holdout_windows(data.train, data.prediction_length, val_windows, data.freq, val_end)
 
 
 def record_header(name: str, dataset: str, split: str, sde: str, seed: int, quick: bool = False) -> dict:
@@ -264,26 +276,35 @@ def run_one(args, sde: str, seed: int) -> dict:
     return record
 
 
-def baseline_predictor(name: str, data, window: int, num_samples: int, seed: int):
+def baseline_predictor(name: str, data, setting: tuple, num_samples: int, seed: int):
+    """``setting``: ``(window,)`` for ``rw``, ``(season, window)`` for ``snaive``."""
     from vsmd_ts.timeseries.baselines import RandomWalkPredictor, SeasonalNaivePredictor
 
     if name == "rw":
-        return RandomWalkPredictor(data.prediction_length, window=window, num_samples=num_samples, seed=seed)
-    return SeasonalNaivePredictor(data.prediction_length, season_length=24, window=window, num_samples=num_samples,
-                                  seed=seed)
+        return RandomWalkPredictor(data.prediction_length, window=setting[-1], num_samples=num_samples, seed=seed)
+    return SeasonalNaivePredictor(data.prediction_length, season_length=setting[0], window=setting[-1],
+                                  num_samples=num_samples, seed=seed)
+
+
+def baseline_settings(name: str, freq: str) -> list:
+    """Candidate settings of a naive baseline: ``(window,)`` or ``(season, window)`` tuples."""
+    if name == "rw":
+        return [(w,) for w in WINDOW_CANDIDATES["rw"]]
+    seasons = SEASON_CANDIDATES.get(freq, [24])
+    return [(s, w) for s in seasons for w in WINDOW_CANDIDATES["snaive"]]
 
 
 def run_baseline(args, name: str, seed: int) -> dict:
-    """Score a naive baseline: its covariance window chosen on ``--val-windows`` windows of the training range.
+    """Score a naive baseline: its covariance window (and season) chosen on validation windows.
 
+    The validation windows are the CSV benchmark's own or ``--val-windows`` windows of the training range.
     The choice minimises the exact sample CRPS-Sum (``crps_sum_exact``: fast, and it covers the tails the
     19-quantile version leaves out) on validation windows only (never the test windows), with ``SELECTION``
-    paths and seed, so every seed gets the same window; ``--set window=W`` skips it.
+    paths and seed, so every seed gets the same window; ``--set window=W`` (and ``season=S``) skips it.
     ``seed`` seeds the test path draws. Its "training" time is the choice's.
     """
     from gluonts.evaluation import make_evaluation_predictions
 
-    from vsmd_ts.timeseries.data import holdout_windows
     from vsmd_ts.timeseries.metrics import crps_sum_exact, evaluate_forecasts
     from vsmd_ts.timeseries.plots import plot_fan_chart
 
@@ -293,25 +314,30 @@ def run_baseline(args, name: str, seed: int) -> dict:
     settings = dict(kv.partition("=")[::2] for kv in args.set)
     num_samples = int(settings.get("num_samples", 50 if args.quick else 100))
     t0, c0 = time.perf_counter(), time.process_time()
-    val_scores = {}
+    val_scores, val_count = {}, None
     if "window" in settings or synthetic:  # random data: timing only, no choice to make
         window = int(settings.get("window", WINDOW_CANDIDATES[name][1]))
+        setting = (window,) if name == "rw" else (int(settings.get("season", 24)), window)
     else:
-        _, val = holdout_windows(data.train, data.prediction_length, args.val_windows, data.freq,
-                                 args.val_end if args.split == "validation" else None)
+        _, val = validation_split(data, args.val_windows, args.val_end if args.split == "validation" else None)
         n_sel = 100 if args.quick else SELECTION["num_samples"]
-        for w in WINDOW_CANDIDATES[name]:
-            f_it, t_it = make_evaluation_predictions(val, baseline_predictor(name, data, w, n_sel, SELECTION["seed"]), n_sel)
+        H = data.prediction_length
+        for cand in baseline_settings(name, data.freq):
+            f_it, t_it = make_evaluation_predictions(val, baseline_predictor(name, data, cand, n_sel, SELECTION["seed"]),
+                                                     n_sel)
             forecasts, tss = list(f_it), list(t_it)
-            H = data.prediction_length
-            val_scores[w] = crps_sum_exact([f.samples for f in forecasts], [ts.to_numpy()[-H:] for ts in tss])
-        window = min(val_scores, key=val_scores.get)
+            val_scores[cand] = crps_sum_exact([f.samples for f in forecasts], [ts.to_numpy()[-H:] for ts in tss])
+        setting = min(val_scores, key=val_scores.get)
+        val_count = len(forecasts)
+        val_scores = {"/".join(map(str, k)): v for k, v in val_scores.items()}
+    window = setting[-1]
     choose_time, choose_cpu = time.perf_counter() - t0, time.process_time() - c0
-    predictor = baseline_predictor(name, data, window, num_samples, seed)
+    predictor = baseline_predictor(name, data, setting, num_samples, seed)
     record = base_record(args, name, seed, dataset, synthetic)
     record.update({
-        "config": {"window": window, "num_samples": num_samples, "window_val_crps_sum": val_scores,
-                   "window_val_windows": args.val_windows if val_scores else None, "window_criterion": "CRPS-Sum-exact",
+        "config": {"window": window, "season": setting[0] if name == "snaive" else None, "num_samples": num_samples,
+                   "window_val_crps_sum": val_scores,
+                   "window_val_windows": val_count, "window_criterion": "CRPS-Sum-exact",
                    "window_selection": SELECTION if val_scores else None},
         "epochs_completed": 0, "train_time_s": choose_time, "train_cpu_s": choose_cpu, "train_s_per_epoch": None,
         "A_mean": None, "A_min_max": None,
@@ -325,7 +351,8 @@ def run_baseline(args, name: str, seed: int) -> dict:
         save_samples(Path(args.out), record["name"], forecasts, tss)
     if not synthetic and seed == args.seeds[0]:
         plot_fan_chart(forecasts[-1], tss[-1], Path(args.out) / "figures" / f"{record['name']}.png", dims=(0, 1, 2, 3),
-                       title=f"{name} (window {window}) on {dataset} ({args.split}), seed {seed}")
+                       title=f"{name} ({'season %d, ' % setting[0] if name == 'snaive' else ''}window {window}) on "
+                             f"{dataset} ({args.split}), seed {seed}")
     record["evaluations"] = [ev]
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return record
@@ -378,8 +405,9 @@ def summarize(out: Path, records) -> str:
         lines.append("|---|---|---|---|---|---|---|")
     else:
         lines.append("| sde | sampler | NFE / step | seeds | CRPS-Sum | CRPS | ND-Sum | NRMSE-Sum | energy | cov 50% | cov 90% | train min | "
-                     "sampling s | peak RSS MB | CRPS-Sum exact | cov 50% sum | cov 90% sum | train CPU min | sampling CPU s |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                     "sampling s | peak RSS MB | CRPS-Sum exact | cov 50% sum | cov 90% sum | train CPU min | sampling CPU s | "
+                     "ProbTS CRPS | ProbTS NMAE |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     by_key = {}
     for r in records:
         for ev in r["evaluations"]:
@@ -401,7 +429,7 @@ def summarize(out: Path, records) -> str:
             f"{_fmt([r['train_time_s'] / 60 for r, _ in rows], 1)} | {_fmt([e['sample_time_s'] for _, e in rows], 0)} | "
             f"{_fmt([r['peak_rss_mb'] for r, _ in rows], 0)} | {_fmt(m('CRPS-Sum-exact'))} | {_fmt(m('coverage_50_sum'), 2)} | "
             f"{_fmt(m('coverage_90_sum'), 2)} | {_fmt([r.get('train_cpu_s', 0) / 60 for r, _ in rows], 1)} | "
-            f"{_fmt([e.get('sample_cpu_s') for _, e in rows], 0)} |"
+            f"{_fmt([e.get('sample_cpu_s') for _, e in rows], 0)} | {_fmt(m('ProbTS-CRPS'))} | {_fmt(m('ProbTS-NMAE'))} |"
         )
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
