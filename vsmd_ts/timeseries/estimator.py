@@ -37,7 +37,7 @@ from vsmd_ts.training.precision import resolve_precision
 
 from .checks import CheckMultivariateTarget, PositiveWholeNumber, check_training_data
 from .distributed import RankSeededLoader
-from .features import default_lags, is_sub_daily, normalize_freq, time_features_for
+from .features import choose_target, default_lags, is_sub_daily, normalize_freq, season_length, time_features_for
 from .lightning_module import A_LR, LR, SCHEDULE, WEIGHT_DECAY, VSMDLightningModule
 from .module import RANDOM_WALK_SHARE, SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO
 from .predictor import VSMDPredictor
@@ -167,8 +167,11 @@ class VSMDEstimator(PyTorchLightningEstimator):
         :class:`~vsmd_ts.diffusion.GaussianResidual`). Off by default: no better on exchange validation windows
         (benchmarks/RESULTS.md, section 0.7).
     target
-        ``"delta"`` (default: model increments, forecast = last value + their
-        cumulative sum) or ``"level"`` (model the values themselves).
+        ``"delta"`` (model increments, forecast = last value + their cumulative sum), ``"level"`` (model the
+        values themselves) or ``"auto"`` (default): ``"level"`` when, on the last 20 horizons of the training
+        data, repeating the last season (a day for sub-daily data, a week for daily data) forecasts better
+        than the last value, else ``"delta"``; see :func:`~vsmd_ts.timeseries.features.choose_target`.
+        Increments suit near-random walks (exchange rates), levels data with a cycle (hourly load).
     scaling
         ``"auto"`` (default: ``"whiten"`` for increments of up to 64 series, else ``"std"``), ``"std"``,
         ``"mean"``, ``"none"`` or ``"whiten"`` (per-series ``"std"``, then the series' increments decorrelated
@@ -278,7 +281,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         denoiser_hidden: PositiveWholeNumber = 128,
         denoiser_blocks: PositiveWholeNumber = 3,
         gaussian_residual: bool = False,
-        target: Literal["delta", "level"] = "delta",
+        target: Literal["auto", "delta", "level"] = "auto",
         scaling: Literal["auto", "std", "mean", "none", "whiten"] = "auto",
         scale_window: Optional[PositiveWholeNumber] = None,
         clip: Optional[PositiveFloat] = None,
@@ -337,14 +340,13 @@ class VSMDEstimator(PyTorchLightningEstimator):
             sampler_steps=sampler_steps, time_grid_rho=time_grid_rho, num_parallel_samples=num_parallel_samples,
             loss_positions=loss_positions, progress=progress,
         )
-        if random_walk_share is None:  # the walk is on the increments and has no daily cycle
-            random_walk_share = RANDOM_WALK_SHARE if target == "delta" and not is_sub_daily(self.freq) else 0.0
         self.module_kwargs = dict(
             lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle, A_update=A_update,
             forward_fraction=forward_fraction, trajectory_steps=trajectory_steps, num_trajectories=num_trajectories,
             frozen_policy=frozen_policy, A_prior=A_prior, trajectory_sampler=trajectory_sampler, ensemble_size=ensemble_size,
             sign_symmetry=sign_symmetry, random_walk_share=random_walk_share)
         self.batch_size, self.num_batches_per_epoch, self.seed = batch_size, num_batches_per_epoch, seed
+        self.data_target: Optional[str] = None  # what target="auto" chose on the last training data
         self.train_sampler = train_sampler or ExpectedNumInstanceSampler(
             num_instances=1.0, min_past=self.context_length, min_future=prediction_length)
         self.validation_sampler = validation_sampler or ValidationSplitSampler(min_future=prediction_length)
@@ -390,10 +392,34 @@ class VSMDEstimator(PyTorchLightningEstimator):
             time_series_fields=[FieldName.FEAT_TIME, FieldName.OBSERVED_VALUES],
         )
 
+    def choose_target(self, data: Dataset) -> str:
+        """What ``target="auto"`` models on ``data``: ``"level"`` or ``"delta"`` (see
+        :func:`~vsmd_ts.timeseries.features.choose_target`)."""
+        return choose_target((entry[FieldName.TARGET] for entry in data), self.prediction_length,
+                             season_length(self.freq))
+
+    def resolved_kwargs(self) -> tuple:
+        """``(model_kwargs, module_kwargs)`` with the data-dependent defaults filled in.
+
+        ``target="auto"`` takes what :meth:`choose_target` chose on the last
+        training data (``"delta"`` before any training, e.g. for a module built
+        by hand, and whenever ``random_walk_share > 0``: the walk pools
+        increments); ``random_walk_share=None`` becomes 0.25 for increments of
+        daily or coarser data, else 0 (a walk has no daily cycle).
+        """
+        model_kwargs, module_kwargs = dict(self.model_kwargs), dict(self.module_kwargs)
+        if model_kwargs["target"] == "auto":
+            walk = (module_kwargs["random_walk_share"] or 0.0) > 0
+            model_kwargs["target"] = "delta" if walk else self.data_target or "delta"
+        if module_kwargs["random_walk_share"] is None:
+            delta_daily = model_kwargs["target"] == "delta" and not is_sub_daily(self.freq)
+            module_kwargs["random_walk_share"] = RANDOM_WALK_SHARE if delta_daily else 0.0
+        return model_kwargs, module_kwargs
+
     def create_lightning_module(self) -> VSMDLightningModule:
-        return VSMDLightningModule(
-            model_kwargs=dict(self.model_kwargs), num_batches_per_epoch=self.num_batches_per_epoch, **self.module_kwargs
-        )
+        model_kwargs, module_kwargs = self.resolved_kwargs()
+        return VSMDLightningModule(model_kwargs=model_kwargs, num_batches_per_epoch=self.num_batches_per_epoch,
+                                   **module_kwargs)
 
     def create_training_data_loader(self, data: Dataset, module: VSMDLightningModule,
                                     shuffle_buffer_length: Optional[int] = None, **kwargs) -> Iterable:
@@ -498,6 +524,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
         check_training_data(training_data, self._check_transform())
         if validation_data is not None:
             check_training_data(validation_data, self._check_transform())
+        if self.model_kwargs["target"] == "auto":
+            self.data_target = self.choose_target(training_data)
         if self.seed is not None:
             pl.seed_everything(self.seed, workers=True, verbose=False)
         transformation = self.create_transformation()
