@@ -39,7 +39,7 @@ from .checks import CheckMultivariateTarget, PositiveWholeNumber, check_training
 from .distributed import RankSeededLoader
 from .features import choose_target, default_lags, is_sub_daily, normalize_freq, season_length, time_features_for
 from .lightning_module import A_LR, LR, SCHEDULE, WEIGHT_DECAY, VSMDLightningModule
-from .module import RANDOM_WALK_SHARE, SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO
+from .module import NAIVE_SHARE, SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO
 from .predictor import VSMDPredictor
 
 __all__ = ["CheckMultivariateTarget", "VSMDEstimator", "PREDICTION_INPUT_NAMES", "TRAINING_INPUT_NAMES"]
@@ -229,15 +229,14 @@ class VSMDEstimator(PyTorchLightningEstimator):
         windows are negated with probability 1/2 and half of the forecast paths come from the negated history.
         Removes a constant drift learnt from the training range; no extra cost. Off by default: on three exchange
         validation folds it lost where that drift happened to pay (benchmarks/RESULTS.md 0.8).
-    random_walk_share
-        Share of each window's forecast paths drawn from the Gaussian random walk of the scaled (whitened)
-        coordinates instead of the diffusion (``target="delta"`` only): the forecast is the linear pool of the model
-        and the naive walk, a hedge against the model's learnt drift (benchmarks/RESULTS.md 0.10). Costs no
-        training; sampling gets cheaper by that share. Default (``None``): 0.25 for increments of daily or coarser
-        data, chosen on three exchange validation folds, where it beat the pure model narrowly (15-run mean CRPS-Sum
-        0.01073 against 0.01075, energy 0.2311 against 0.2334; benchmarks/RESULTS.md 0.9); 0 for levels and for
-        sub-daily frequencies, whose daily cycle a walk does not have (untested there: no such data offline). ``0``
-        gives the diffusion model alone.
+    naive_share
+        Share of each window's forecast paths drawn from the naive forecast of the modelled quantity instead of
+        the diffusion: the Gaussian random walk of the scaled (whitened) increments, or the Gaussian seasonal naive
+        forecast of the levels (:meth:`~vsmd_ts.timeseries.module.VSMDModel.naive`). The forecast is the linear
+        pool of the model and the naive forecast, a hedge against the model's learnt drift (increments) and its
+        too narrow long-horizon spread (levels). Costs no training; sampling gets cheaper by that share. Default
+        (``None``): 0.25, except 0 for increments of sub-daily data, whose daily cycle a walk does not have;
+        chosen on validation windows (benchmarks/RESULTS.md). ``0`` gives the diffusion model alone.
     trainer_kwargs
         Extra ``lightning.pytorch.Trainer`` arguments (``max_epochs``,
         ``accelerator``, ``devices``, ``strategy``, ``precision``...). Defaults: 20 epochs (chosen on
@@ -307,7 +306,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         num_batches_per_epoch: PositiveWholeNumber = 50,
         ensemble_size: PositiveWholeNumber = 5,
         sign_symmetry: bool = False,
-        random_walk_share: Optional[float] = None,
+        naive_share: Optional[float] = None,
         trainer_kwargs: Optional[Dict[str, Any]] = None,
         train_sampler: Optional[InstanceSampler] = None,
         validation_sampler: Optional[InstanceSampler] = None,
@@ -331,7 +330,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
         self.time_features = time_features_for(self.freq)
         self.model_kwargs = dict(
             target_dim=target_dim, prediction_length=prediction_length, context_length=self.context_length,
-            lags_seq=self.lags_seq, num_time_features=len(self.time_features) + 1, hidden_size=hidden_size,
+            lags_seq=self.lags_seq, num_time_features=len(self.time_features) + 1,
+            season_length=season_length(self.freq), hidden_size=hidden_size,
             num_layers=num_layers, rnn_type=rnn_type, dropout_rate=dropout_rate, target=target, scaling=scaling,
             scale_window=scale_window, clip=clip,
             sde=self.sde, beta=beta, damping_ratio=damping_ratio, gamma=gamma, A_max=A_max, initial_velocity=initial_velocity,
@@ -344,7 +344,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
             lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle, A_update=A_update,
             forward_fraction=forward_fraction, trajectory_steps=trajectory_steps, num_trajectories=num_trajectories,
             frozen_policy=frozen_policy, A_prior=A_prior, trajectory_sampler=trajectory_sampler, ensemble_size=ensemble_size,
-            sign_symmetry=sign_symmetry, random_walk_share=random_walk_share)
+            sign_symmetry=sign_symmetry, naive_share=naive_share)
         self.batch_size, self.num_batches_per_epoch, self.seed = batch_size, num_batches_per_epoch, seed
         self.data_target: Optional[str] = None  # what target="auto" chose on the last training data
         self.train_sampler = train_sampler or ExpectedNumInstanceSampler(
@@ -403,17 +403,15 @@ class VSMDEstimator(PyTorchLightningEstimator):
 
         ``target="auto"`` takes what :meth:`choose_target` chose on the last
         training data (``"delta"`` before any training, e.g. for a module built
-        by hand, and whenever ``random_walk_share > 0``: the walk pools
-        increments); ``random_walk_share=None`` becomes 0.25 for increments of
-        daily or coarser data, else 0 (a walk has no daily cycle).
+        by hand); ``naive_share=None`` becomes 0.25, or 0 for increments of
+        sub-daily data (a walk has no daily cycle).
         """
         model_kwargs, module_kwargs = dict(self.model_kwargs), dict(self.module_kwargs)
         if model_kwargs["target"] == "auto":
-            walk = (module_kwargs["random_walk_share"] or 0.0) > 0
-            model_kwargs["target"] = "delta" if walk else self.data_target or "delta"
-        if module_kwargs["random_walk_share"] is None:
-            delta_daily = model_kwargs["target"] == "delta" and not is_sub_daily(self.freq)
-            module_kwargs["random_walk_share"] = RANDOM_WALK_SHARE if delta_daily else 0.0
+            model_kwargs["target"] = self.data_target or "delta"
+        if module_kwargs["naive_share"] is None:
+            walk_without_cycle = model_kwargs["target"] == "delta" and is_sub_daily(self.freq)
+            module_kwargs["naive_share"] = 0.0 if walk_without_cycle else NAIVE_SHARE
         return model_kwargs, module_kwargs
 
     def create_lightning_module(self) -> VSMDLightningModule:
