@@ -7,6 +7,11 @@ reliability diagram of one seed per model::
 
     python benchmarks/peers/collect.py runs/peers/rw runs/peers/deepar runs/peers/timegrad \\
         --out runs/peers/all --figures benchmarks/figures/peers
+    python benchmarks/peers/collect.py runs/etth1 runs/peers/deepar-etth1 runs/peers/timegrad-etth1 \\
+        --dataset etth1 --split test --out runs/peers/all-etth1
+
+Only records of one dataset and split (``--dataset``, needed when the folders hold several;
+``--split``, default test) and never smoke runs' (``quick``) are gathered.
 """
 
 from __future__ import annotations
@@ -40,14 +45,20 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--figures", type=Path, default=None, help="folder for the calibration figures (default <out>)")
     p.add_argument("--seed", type=int, default=0, help="seed whose calibration is drawn")
+    p.add_argument("--dataset", default=None, help="dataset of the records (default: the only one found)")
+    p.add_argument("--split", choices=["test", "validation"], default="test")
     args = p.parse_args(argv)
 
     from vsmd_ts.timeseries.plots import plot_pit_histogram, plot_reliability
 
     records = [json.loads(f.read_text()) for folder in args.folders for f in sorted((folder / "runs").glob("*.json"))]
-    records = [r for r in records if not r.get("quick") and r["split"] == "test"]
+    records = [r for r in records if not r.get("quick") and r["split"] == args.split
+               and (args.dataset is None or r["dataset"] == args.dataset)]
     if not records:
-        raise SystemExit("no test records found")
+        raise SystemExit(f"no {args.split} records found")
+    datasets = sorted({r["dataset"] for r in records})
+    if len(datasets) > 1:
+        raise SystemExit(f"records of several datasets ({', '.join(datasets)}): choose one with --dataset")
     args.out.mkdir(parents=True, exist_ok=True)
     text = summarize(args.out, records) + "\n" + per_seed_table(records)
     (args.out / "summary.md").write_text(text)
@@ -59,9 +70,9 @@ def main(argv=None) -> int:
             chosen.setdefault(f"{r['sde']} ({ev['nfe_per_step']} NFE)" if ev["nfe_per_step"] else r["sde"], ev["metrics"])
     figures = args.figures or args.out
     dataset = records[0]["dataset"]
-    title = f"{dataset} test, seed {args.seed}"
-    plot_pit_histogram(chosen, figures / f"{dataset}_test_pit_seed{args.seed}.png", title=title)
-    plot_reliability(chosen, figures / f"{dataset}_test_reliability_seed{args.seed}.png", title=title)
+    title = f"{dataset} {args.split}, seed {args.seed}"
+    plot_pit_histogram(chosen, figures / f"{dataset}_{args.split}_pit_seed{args.seed}.png", title=title)
+    plot_reliability(chosen, figures / f"{dataset}_{args.split}_reliability_seed{args.seed}.png", title=title)
     return 0
 
 

@@ -37,16 +37,27 @@ def forecasts_from_arrays(samples: np.ndarray, tss, prediction_length: int):
     return [SampleForecast(s.astype(np.float32), start_date=ts.index[-prediction_length]) for s, ts in zip(samples, tss)]
 
 
+def split_windows(data, split: str, val_windows: int = 25) -> list:
+    """The grouped windows of ``split`` that ``benchmarks/crps_sum.py`` forecasts: ``data.test``, or its
+    ``validation_split`` (a CSV benchmark's own validation windows, else ``val_windows`` carved from training)."""
+    if split == "test":
+        return list(data.test)
+    from crps_sum import validation_split
+
+    return list(validation_split(data, val_windows)[1])
+
+
 def make_record(model: str, seed: int, forecasts, tss, config: dict, times: dict, dataset="exchange_rate_nips",
-                split="test", nfe_per_step=None, extra=None) -> dict:
-    """A record ``crps_sum.summarize`` understands (``sde`` holds the model name)."""
+                split="test", nfe_per_step=None, extra=None, quick=False) -> dict:
+    """A record ``crps_sum.summarize`` understands (``sde`` holds the model name); ``quick``: a smoke run's."""
     from vsmd_ts.timeseries.metrics import evaluate_forecasts
 
     ev = {"sampler": config.get("sampler", "model"), "sampler_steps": nfe_per_step or 0, "nfe_per_step": nfe_per_step or 0,
           "sample_time_s": times["sample_time_s"], "sample_cpu_s": times.get("sample_cpu_s"),
           "num_samples": int(forecasts[0].samples.shape[0]), "windows": len(forecasts),
           "metrics": evaluate_forecasts(forecasts, tss)}
-    record = record_header(f"{dataset}_{split}_{model}_seed{seed}", dataset, split, model, seed)
+    record = record_header(f"{dataset}_{split}_{model}_seed{seed}" + ("_quick" if quick else ""), dataset, split, model,
+                           seed, quick)
     record.update({
         "config": config, "epochs_completed": config.get("epochs"),
         "train_time_s": times["train_time_s"], "train_cpu_s": times.get("train_cpu_s"), "train_s_per_epoch": None,
