@@ -145,10 +145,11 @@ def test_serialize_creates_the_folder(predictor, tmp_path):
     "name, content, message",
     [
         ("prediction-net-state.pt", b"", "prediction-net-state.pt: file is empty"),
-        ("prediction-net-state.pt", b"junk" * 100, "prediction-net-state.pt: not a readable torch state dict"),
-        ("prediction-net-state.pt", "object", "prediction-net-state.pt: not a readable torch state dict"),
+        ("prediction-net-state.pt", b"junk" * 100, "prediction-net-state.pt is not a readable torch state dict"),
+        ("prediction-net-state.pt", "object", "prediction-net-state.pt is not a readable torch state dict"),
         ("predictor.json", None, "predictor.json: not valid JSON"),
         ("gluonts-config.json", b"", "gluonts-config.json: file is empty"),
+        ("gluonts-config.json", b"{", "gluonts-config.json: not valid JSON"),
     ],
 )
 def test_damaged_predictor_files_are_named(predictor, tmp_path, name, content, message):
@@ -162,11 +163,38 @@ def test_damaged_predictor_files_are_named(predictor, tmp_path, name, content, m
     with pytest.raises(PredictorFileError, match=message) as err:
         VSMDPredictor.deserialize(tmp_path)
     assert "weights_only" not in str(err.value)
-    if name != "gluonts-config.json":  # gluonts itself reads that one first on this route
-        from gluonts.model.predictor import Predictor
+    from gluonts.model.predictor import Predictor
 
-        with pytest.raises(PredictorFileError, match=message):
-            Predictor.deserialize(tmp_path)
+    with pytest.raises(PredictorFileError, match=message):
+        Predictor.deserialize(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["gluonts-config.json", "predictor.json", "prediction-net-state.pt"])
+def test_missing_predictor_files_are_named(predictor, tmp_path, name):
+    from gluonts.model.predictor import Predictor
+
+    from vsmd_ts.timeseries import PredictorFileError, VSMDPredictor
+
+    predictor.serialize(tmp_path)
+    (tmp_path / name).unlink()
+    for load in (Predictor.deserialize, VSMDPredictor.deserialize):
+        with pytest.raises(PredictorFileError, match=f"{name}: file missing") as err:
+            load(tmp_path)
+        message = str(err.value)
+        assert "type.txt" not in message and f"{tmp_path} is not a saved VSMD predictor" in message
+        assert isinstance(err.value, FileNotFoundError)  # what GluonTS raised for a missing file
+
+
+def test_a_folder_that_is_no_predictor_is_named(tmp_path):
+    from gluonts.model.predictor import Predictor
+
+    from vsmd_ts.timeseries import PredictorFileError
+
+    (tmp_path / "notes.txt").write_text("not a predictor")
+    with pytest.raises(PredictorFileError, match="gluonts-config.json: file missing.* is not a saved VSMD predictor"):
+        Predictor.deserialize(tmp_path)
+    with pytest.raises(PredictorFileError, match="nowhere: no such folder"):
+        Predictor.deserialize(tmp_path / "nowhere")
 
 
 def test_weights_of_another_network_are_named(predictor, tmp_path):
@@ -176,6 +204,74 @@ def test_weights_of_another_network_are_named(predictor, tmp_path):
     torch.save({"w": torch.zeros(2)}, tmp_path / "prediction-net-state.pt")
     with pytest.raises(PredictorFileError, match="weights do not fit the network"):
         VSMDPredictor.deserialize(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def lightning_checkpoint(tmp_path_factory):
+    """``last.ckpt`` of a one-epoch run (2 steps) with a Lightning ModelCheckpoint."""
+    import lightning.pytorch as pl
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    callback = pl.callbacks.ModelCheckpoint(dirpath=str(folder), save_last=True)
+    tiny(trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False, callbacks=[callback])).train(dataset(signal()))
+    return folder / "last.ckpt"
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "does not exist"),
+        ("empty", "is empty"),
+        ("truncated", "truncated or damaged"),
+        ("random bytes", "truncated or damaged"),
+        ("text", "truncated or damaged"),
+        ("pickled object", "holds a pickled argparse.Namespace"),
+        ("toys checkpoint", "is a vsmd_ts.toys checkpoint"),
+        ("weights only", "holds only weights"),
+        ("another size", "a model of another size"),
+    ],
+)
+def test_bad_checkpoints_to_resume_from_are_named_before_lightning_reads_them(
+    lightning_checkpoint, tmp_path, monkeypatch, kind, message
+):
+    import lightning.pytorch as pl
+
+    from vsmd_ts.training import CheckpointError
+
+    path, est = tmp_path / "bad.ckpt", tiny()
+    good = lightning_checkpoint.read_bytes()
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif kind == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "text":
+        path.write_text("epoch,loss\n1,0.5\n")
+    elif kind == "pickled object":
+        path.write_bytes(_pickled_object())
+    elif kind == "toys checkpoint":
+        torch.save({"state_dict": {"model.net.inp.weight": torch.zeros(8, 2)}, "vsmd": {"toy_config": {}}}, path)
+    elif kind == "weights only":
+        torch.save({"state_dict": torch.load(lightning_checkpoint, weights_only=True)["state_dict"]}, path)
+    elif kind == "another size":
+        path, est = lightning_checkpoint, tiny(hidden_size=8)
+
+    def no_trainer(*args, **kwargs):
+        raise AssertionError("the checkpoint must be checked before a Trainer is built")
+
+    monkeypatch.setattr(pl, "Trainer", no_trainer)
+    with pytest.raises(CheckpointError, match=message) as err:
+        est.train(dataset(signal()), ckpt_path=str(path))
+    assert str(path) in str(err.value) and "or train without ckpt_path" in str(err.value)
+    assert "Weights only load failed" not in str(err.value) and "torch.load" not in str(err.value)
+
+
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")  # the run has no ModelCheckpoint
+def test_training_resumes_from_a_good_checkpoint(lightning_checkpoint):
+    out = tiny(trainer_kwargs=dict(max_epochs=2, enable_progress_bar=False)).train_model(
+        dataset(signal()), ckpt_path=lightning_checkpoint)
+    assert out.trainer.global_step == 4  # 2 steps from the checkpoint, 2 more
 
 
 def _pickled_object():

@@ -33,6 +33,7 @@ from gluonts.transform import (
 )
 
 from vsmd_ts.diffusion import AlternationSchedule, default_kwargs, get_sampler, is_momentum, make_sde
+from vsmd_ts.training.checkpoint import check_resume_checkpoint
 from vsmd_ts.training.precision import resolve_precision
 
 from .checks import CheckMultivariateTarget, PositiveWholeNumber, check_training_data
@@ -48,6 +49,11 @@ logger = logging.getLogger(__name__)
 
 PREDICTION_INPUT_NAMES = ["past_target", "past_observed_values", "past_time_feat", "future_time_feat"]
 TRAINING_INPUT_NAMES = PREDICTION_INPUT_NAMES + ["future_target", "future_observed_values"]
+
+# ckpt_path values that Lightning resolves itself; any other is a file, checked before Lightning reads it
+_LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+_RESUME_ADVICE = ("pass a checkpoint that training of a VSMDEstimator with these options wrote (a "
+                  "ModelCheckpoint in trainer_kwargs['callbacks']), or train without ckpt_path")
 
 
 class _DropTips(logging.Filter):
@@ -443,7 +449,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         if validate:
             checkpoint = pl.callbacks.ModelCheckpoint(monitor="val_loss", mode="min", save_weights_only=True)
             callbacks.append(checkpoint)
-        else:
+        elif not any(isinstance(c, pl.callbacks.Checkpoint) for c in callbacks):  # the caller's ModelCheckpoint runs
             kwargs.setdefault("enable_checkpointing", False)
         has_bar = any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks)
         if kwargs.get("enable_progress_bar", True) and not has_bar:
@@ -509,6 +515,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
         val_dl = None
         if validation_data is not None:
             val_dl = self._loader(validation_data, transformation, module, "validation", cache_data)
+        if ckpt_path is not None and str(ckpt_path).partition(":")[0] not in _LIGHTNING_CKPT_NAMES:  # a file
+            check_resume_checkpoint(ckpt_path, module, advice=_RESUME_ADVICE)
         with tempfile.TemporaryDirectory(prefix="vsmd_ts-") as tmp:
             trainer, checkpoint = self._trainer(tmp, validate=val_dl is not None)
             with _quiet_fit():
