@@ -75,6 +75,38 @@ def test_frequency_mismatch_raises(predictor):
         tiny().train(daily)
 
 
+@pytest.mark.parametrize("start", ["2021-01-01", pd.Timestamp("2021-01-01"), pd.Timestamp("2021-01-01", tz="UTC"),
+                                   np.datetime64("2021-01-01T00:00")])
+def test_plain_dict_entries_are_read_in_the_estimators_frequency(start):
+    entries = [{"start": start, "target": signal()}]
+    est = tiny(num_batches_per_epoch=1)
+    predictor = est.train(entries)
+    (forecast,) = predictor.predict(entries)
+    assert forecast.start_date == START + T and forecast.samples.shape == (3, H, D)
+    assert isinstance(entries[0]["start"], type(start))  # the caller's entries are left as they were
+
+
+@pytest.mark.parametrize("start, message", [(None, "no 'start' field"), ("soon", "'soon' is not a date"),
+                                            (17, "17 is not a date")])
+def test_plain_dict_entries_with_a_bad_start_raise(predictor, start, message):
+    entry = {"target": signal()} if start is None else {"start": start, "target": signal()}
+    with pytest.raises(ValueError, match=message):
+        list(predictor.predict([entry]))
+    with pytest.raises(ValueError, match=message):
+        tiny().train([entry])
+
+
+@pytest.mark.parametrize("num_samples", [-5, 0, 2.5, True, "3"])
+def test_bad_num_samples_raise_at_the_call(predictor, num_samples):
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        predictor.predict(dataset(signal()), num_samples=num_samples)
+
+
+def test_num_samples_sets_the_number_of_sample_paths(predictor):
+    (forecast,) = predictor.predict(dataset(signal()), num_samples=5.0)
+    assert forecast.samples.shape == (5, H, D)
+
+
 # ---------------------------------------------------------------- training input
 def test_empty_training_data_raises():
     with pytest.raises(ValueError, match="dataset is empty"):
@@ -120,6 +152,20 @@ def test_all_nan_series_warn_and_all_nan_data_raise():
         (dict(sampler="rk4"), "unknown sampler"),
         (dict(warmup=0.8, cooldown=0.4), "warmup"),
         (dict(lags_seq=[0, 1]), "lags_seq"),
+        (dict(dropout_rate=-0.1), "dropout_rate"),
+        (dict(dropout_rate=1.0), "dropout_rate"),
+        (dict(dropout_rate=float("nan")), "dropout_rate"),
+        (dict(weight_decay=-1e-2), "weight_decay"),
+        (dict(weight_decay=float("inf")), "weight_decay"),
+        (dict(lr=float("inf")), "lr"),
+        (dict(A_lr=float("inf")), "A_lr"),
+        (dict(clip=float("inf")), "clip"),
+        (dict(time_grid_rho=float("inf")), "time_grid_rho"),
+        (dict(random_walk_share=-0.1), "random_walk_share"),
+        (dict(random_walk_share=1.5), "random_walk_share"),
+        (dict(seed=-1), "seed"),
+        (dict(seed=2.7), "seed"),
+        (dict(seed=2**32), "seed"),
     ],
 )
 def test_bad_hyper_parameters_fail_at_construction(kwargs, message):
@@ -130,6 +176,12 @@ def test_bad_hyper_parameters_fail_at_construction(kwargs, message):
 def test_whole_number_floats_are_accepted():
     est = tiny(prediction_length=4.0, context_length=np.int64(8))
     assert est.prediction_length == 4 and type(est.prediction_length) is int and est.context_length == 8
+
+
+def test_edge_values_of_the_ranges_are_accepted():
+    est = tiny(dropout_rate=0.0, weight_decay=0.0, random_walk_share=1.0, seed=2**32 - 1)
+    assert est.seed == 2**32 - 1 and est.module_kwargs["weight_decay"] == 0.0
+    assert tiny(seed=np.int64(3), random_walk_share=0).seed == 3
 
 
 # ---------------------------------------------------------------- files

@@ -36,7 +36,7 @@ from vsmd_ts.diffusion import AlternationSchedule, default_kwargs, get_sampler, 
 from vsmd_ts.training.checkpoint import check_resume_checkpoint
 from vsmd_ts.training.precision import resolve_precision
 
-from .checks import CheckMultivariateTarget, PositiveWholeNumber, check_training_data
+from .checks import CheckMultivariateTarget, PositiveWholeNumber, SeedNumber, check_options, check_training_data
 from .distributed import RankSeededLoader
 from .features import default_lags, is_sub_daily, normalize_freq, time_features_for
 from .lightning_module import A_LR, LR, SCHEDULE, WEIGHT_DECAY, VSMDLightningModule
@@ -257,7 +257,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
     train_sampler, validation_sampler
         GluonTS instance samplers.
     seed
-        Seeds Python, NumPy and torch before training (reproducible runs).
+        Seeds Python, NumPy and torch before training (reproducible runs); an integer in ``[0, 2**32 - 1]``.
     progress
         Progress bar while sampling forecasts (training uses Lightning's).
     """
@@ -314,7 +314,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         trainer_kwargs: Optional[Dict[str, Any]] = None,
         train_sampler: Optional[InstanceSampler] = None,
         validation_sampler: Optional[InstanceSampler] = None,
-        seed: Optional[int] = None,
+        seed: Optional[SeedNumber] = None,
         progress: bool = True,
     ) -> None:
         defaults = {"max_epochs": 20, "gradient_clip_val": 10.0, "logger": False, "enable_model_summary": False,
@@ -326,6 +326,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
         # cheap objects that validate the sampler and schedule now, not after data loading
         get_sampler(sampler)
         AlternationSchedule(warmup, cooldown, cycle, forward_fraction)
+        check_options(dropout_rate=dropout_rate, weight_decay=weight_decay, lr=lr, A_lr=A_lr, clip=clip,
+                      time_grid_rho=time_grid_rho, random_walk_share=random_walk_share)
         self.freq = normalize_freq(freq)
         self.prediction_length = prediction_length
         self.target_dim = target_dim

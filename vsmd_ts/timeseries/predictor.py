@@ -16,6 +16,8 @@ from gluonts.torch.util import resolve_device
 
 from vsmd_ts.training.checkpoint import CheckpointError, read_torch_file
 
+from .checks import check_num_samples
+
 __all__ = ["PredictorFileError", "PredictorFileNotFoundError", "VSMDPredictor"]
 
 _FILES = ("gluonts-config.json", "predictor.json", "prediction-net-state.pt")
@@ -50,7 +52,14 @@ class VSMDPredictor(PyTorchPredictor):
     """
 
     def predict(self, dataset: Dataset, num_samples: Optional[int] = None) -> Iterator[Forecast]:
-        """GluonTS's ``predict``; raises ``FloatingPointError`` instead of yielding a forecast with NaN/inf samples."""
+        """GluonTS's ``predict``; raises ``FloatingPointError`` instead of yielding a forecast with NaN/inf samples.
+
+        ``num_samples`` (default: the model's ``num_parallel_samples``) must be a positive integer:
+        ``ValueError`` at the call otherwise.
+        """
+        return self._finite_forecasts(dataset, check_num_samples(num_samples))
+
+    def _finite_forecasts(self, dataset: Dataset, num_samples: Optional[int]) -> Iterator[Forecast]:
         for forecast in super().predict(dataset, num_samples=num_samples):
             samples = getattr(forecast, "samples", None)
             if samples is not None and not np.isfinite(samples).all():
