@@ -388,6 +388,16 @@ def test_embedded_dataset_is_the_gluonts_archive_and_loads_offline():
 
 
 # ---------------------------------------------------------------- noise
+@pytest.mark.parametrize("progress", [False, True])
+def test_progress_governs_the_training_bar(progress, capfd):
+    out = tiny(progress=progress, trainer_kwargs=dict(max_epochs=1)).train_model(dataset(signal()))
+    assert (out.trainer.progress_bar_callback is not None) == progress
+    assert ("Epoch 1/1" in "".join(capfd.readouterr())) == progress
+    # an explicit trainer setting decides for the training bar
+    out = tiny(progress=False, trainer_kwargs=dict(max_epochs=1, enable_progress_bar=True)).train_model(dataset(signal()))
+    assert out.trainer.progress_bar_callback is not None
+
+
 def test_training_prints_no_warnings_or_tips(caplog):
     caplog.set_level(logging.INFO)
     with warnings.catch_warnings(record=True) as caught:

@@ -259,7 +259,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
     seed
         Seeds Python, NumPy and torch before training (reproducible runs); an integer in ``[0, 2**32 - 1]``.
     progress
-        Progress bar while sampling forecasts (training uses Lightning's).
+        Progress bars of training (Lightning's; ``trainer_kwargs["enable_progress_bar"]``, when given, decides
+        for training alone) and of sampling forecasts.
     """
 
     @validated()
@@ -453,9 +454,10 @@ class VSMDEstimator(PyTorchLightningEstimator):
             callbacks.append(checkpoint)
         elif not any(isinstance(c, pl.callbacks.Checkpoint) for c in callbacks):  # the caller's ModelCheckpoint runs
             kwargs.setdefault("enable_checkpointing", False)
-        has_bar = any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks)
-        if kwargs.get("enable_progress_bar", True) and not has_bar:
-            callbacks.append(_EpochProgressBar())
+        if not any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks):  # `progress` governs the bar
+            kwargs.setdefault("enable_progress_bar", self.model_kwargs["progress"])
+            if kwargs["enable_progress_bar"]:
+                callbacks.append(_EpochProgressBar())
         return pl.Trainer(callbacks=callbacks, **kwargs), checkpoint
 
     def train(
