@@ -394,7 +394,8 @@ def test_progress_governs_the_training_bar(progress, capfd):
     assert (out.trainer.progress_bar_callback is not None) == progress
     assert ("Epoch 1/1" in "".join(capfd.readouterr())) == progress
     # an explicit trainer setting decides for the training bar
-    out = tiny(progress=False, trainer_kwargs=dict(max_epochs=1, enable_progress_bar=True)).train_model(dataset(signal()))
+    est = tiny(progress=False, trainer_kwargs=dict(max_epochs=1, enable_progress_bar=True))
+    out = est.train_model(dataset(signal()))
     assert out.trainer.progress_bar_callback is not None
 
 

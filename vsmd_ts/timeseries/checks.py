@@ -118,10 +118,11 @@ class CheckMultivariateTarget(MapTransformation):
 
     Checks the target's shape ``(target_dim, T)`` and length, turns the
     ``start`` of a plain-dict entry (a date string or ``Timestamp``) into a
-    ``pandas.Period`` in ``freq``, checks that the entry's frequency is the estimator's, that no value is infinite (or too
-    large for float32), and at prediction time that every series has an
-    observed (non-NaN) value in the context window. NaNs are otherwise fine:
-    the observed-value mask removes them from the loss and the scaler.
+    ``pandas.Period`` in ``freq``, checks that the entry's frequency is the
+    estimator's, that no value is infinite (or too large for float32), and
+    at prediction time that every series has an observed (non-NaN) value in
+    the context window. NaNs are otherwise fine: the observed-value mask
+    removes them from the loss and the scaler.
 
     Parameters
     ----------
