@@ -230,7 +230,7 @@ def run_one(args, sde: str, seed: int) -> dict:
     A_all = torch.cat([m.sde.control_trace().detach().flatten() for m in net.members]) if model.sde.learns_A else None
 
     record = base_record(args, sde, seed, dataset, synthetic)
-    resolved = {**estimator.model_kwargs, **estimator.module_kwargs, "max_epochs": estimator.trainer_kwargs["max_epochs"],
+    resolved = {**{k: v for kwargs in estimator.resolved_kwargs() for k, v in kwargs.items()}, "max_epochs": estimator.trainer_kwargs["max_epochs"],
                 "precision": out_train.trainer.precision,  # "auto" resolved
                 "batch_size": estimator.batch_size, "num_batches_per_epoch": estimator.num_batches_per_epoch}
     record.update({

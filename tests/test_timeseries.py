@@ -112,7 +112,7 @@ def test_nan_targets_train_without_nan_loss():
 
 
 @pytest.mark.parametrize("options", [{}, {"gaussian_residual": True}, {"sign_symmetry": True},
-                                     {"random_walk_share": 0.4}])
+                                     {"naive_share": 0.4}])
 def test_serialize_round_trip_gives_identical_forecasts(tmp_path, options):
     from gluonts.model.predictor import Predictor
 
@@ -179,7 +179,7 @@ def _prediction_inputs(estimator, module, data):
 def test_ensemble_members_train_apart_and_forecasts_mix_them(tmp_path):
     from gluonts.model.predictor import Predictor
 
-    est = tiny(ensemble_size=2, random_walk_share=0.0, num_parallel_samples=5, num_batches_per_epoch=10, A_lr=1e-2,
+    est = tiny(ensemble_size=2, naive_share=0.0, num_parallel_samples=5, num_batches_per_epoch=10, A_lr=1e-2,
                trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False))
     initial = est.create_lightning_module()
     assert len(initial.members) == 2
@@ -286,8 +286,8 @@ def test_bf16_mixed_training_forecasts_in_float32(monkeypatch):
         dataset(signal()[:, :-H])).trainer.precision == "32-true"
 
 
-def test_random_walk_share_pools_walk_paths_at_random_positions(monkeypatch):
-    est = tiny(ensemble_size=2, random_walk_share=0.3, num_parallel_samples=10)
+def test_naive_share_pools_walk_paths_at_random_positions(monkeypatch):
+    est = tiny(ensemble_size=2, naive_share=0.3, num_parallel_samples=10)
     module = est.create_lightning_module().eval()
     inputs = _prediction_inputs(est, module, dataset(signal()))
     calls = []
@@ -310,23 +310,48 @@ def test_random_walk_share_pools_walk_paths_at_random_positions(monkeypatch):
         assert (walk - inputs["past_target"][0, -1]).abs().max() < 100  # walks start at the last value
         positions.append(tuple(from_model.tolist()))
     assert calls == [4, 3] * 4 and len(set(positions)) > 1
-    module.random_walk_share = 1.0  # all walk: the members are not called
+    module.naive_share = 1.0  # all walk: the members are not called
     calls.clear()
     with torch.no_grad():
         assert torch.isfinite(module(**inputs)).all() and calls == []
-    with pytest.raises(ValueError, match="random_walk_share"):
-        tiny(random_walk_share=1.5).create_lightning_module()
-    with pytest.raises(ValueError, match="random_walk_share"):
-        tiny(random_walk_share=0.5, target="level").create_lightning_module()
+    with pytest.raises(ValueError, match="naive_share"):
+        tiny(naive_share=1.5).create_lightning_module()
+    # levels pool the seasonal naive forecast: near the value a season (24 steps) back
+    level = tiny(target="level", ensemble_size=1, naive_share=1.0, num_parallel_samples=10)
+    module = level.create_lightning_module().eval()
+    inputs = _prediction_inputs(level, module, dataset(signal()))
+    with torch.no_grad():
+        out = module(**inputs)
+    season_back = inputs["past_target"][0, -24:-24 + H]
+    assert (out[0] - season_back).abs().mean() < 0.5 < (out[0] - inputs["past_target"][0, -1]).abs().mean()
 
 
 @pytest.mark.parametrize("freq, daily_or_coarser", [("B", True), ("D", True), ("W", True), ("M", True),
                                                      ("h", False), ("15min", False), ("12h", False)])
-def test_random_walk_share_defaults_to_a_quarter_for_increments_of_daily_or_coarser_data(freq, daily_or_coarser):
-    from vsmd_ts.timeseries.module import RANDOM_WALK_SHARE
+def test_naive_share_defaults_to_a_quarter_except_for_increments_of_sub_daily_data(freq, daily_or_coarser):
+    from vsmd_ts.timeseries.module import NAIVE_SHARE
 
-    assert RANDOM_WALK_SHARE == 0.25
-    share = tiny(freq=freq, lags_seq=[1, 2]).create_lightning_module().random_walk_share
-    assert share == (RANDOM_WALK_SHARE if daily_or_coarser else 0.0)  # a walk has no daily cycle
-    assert tiny(freq=freq, lags_seq=[1, 2], target="level").create_lightning_module().random_walk_share == 0.0
-    assert tiny(freq=freq, lags_seq=[1, 2], random_walk_share=0.4).create_lightning_module().random_walk_share == 0.4
+    assert NAIVE_SHARE == 0.25
+    share = tiny(freq=freq, lags_seq=[1, 2]).create_lightning_module().naive_share
+    assert share == (NAIVE_SHARE if daily_or_coarser else 0.0)  # a walk has no daily cycle
+    assert tiny(freq=freq, lags_seq=[1, 2], target="level").create_lightning_module().naive_share == NAIVE_SHARE
+    assert tiny(freq=freq, lags_seq=[1, 2], naive_share=0.4).create_lightning_module().naive_share == 0.4
+
+
+def test_seasonal_naive_paths_recover_the_seasonal_differences_gaussian():
+    from vsmd_ts.timeseries.module import VSMDModel
+
+    s, H_, D_ = 4, 6, 2
+    model = VSMDModel(target_dim=D_, prediction_length=H_, context_length=8, lags_seq=[1, 4], num_time_features=1,
+                      season_length=s, target="level", num_parallel_samples=20000)
+    P = model._past_length
+    rng = np.random.default_rng(0)
+    y = np.tile(rng.normal(size=(s, D_)), (P // s + 1, 1))[:P] + rng.normal(size=(P, D_)) @ np.array([[1.0, 0.0], [0.8, 0.5]])
+    diffs = y[s:] - y[:-s]
+    C = np.cov(diffs.T)
+    torch.manual_seed(0)
+    paths = model.seasonal_naive(torch.tensor(y[None], dtype=torch.float32), torch.ones(1, P, D_))[0].double().numpy()
+    base = y[P - s + np.arange(H_) % s]
+    np.testing.assert_allclose(paths.mean(0), base, atol=0.06)
+    for h in range(H_):  # N(0, k C) with k = ceil((h + 1) / s) seasons ahead
+        np.testing.assert_allclose(np.cov(paths[:, h].T), np.ceil((h + 1) / s) * C, rtol=0.06, atol=0.02)

@@ -38,9 +38,9 @@ from vsmd_ts.training.precision import resolve_precision
 
 from .checks import CheckMultivariateTarget, PositiveWholeNumber, SeedNumber, check_options, check_training_data
 from .distributed import RankSeededLoader
-from .features import default_lags, is_sub_daily, normalize_freq, time_features_for
+from .features import choose_target, default_lags, is_sub_daily, normalize_freq, season_length, time_features_for
 from .lightning_module import A_LR, LR, SCHEDULE, WEIGHT_DECAY, VSMDLightningModule
-from .module import RANDOM_WALK_SHARE, SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO
+from .module import NAIVE_SHARE, SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO
 from .predictor import VSMDPredictor
 
 __all__ = ["CheckMultivariateTarget", "VSMDEstimator", "PREDICTION_INPUT_NAMES", "TRAINING_INPUT_NAMES"]
@@ -173,8 +173,11 @@ class VSMDEstimator(PyTorchLightningEstimator):
         :class:`~vsmd_ts.diffusion.GaussianResidual`). Off by default: no better on exchange validation windows
         (benchmarks/RESULTS.md, section 0.7).
     target
-        ``"delta"`` (default: model increments, forecast = last value + their
-        cumulative sum) or ``"level"`` (model the values themselves).
+        ``"delta"`` (model increments, forecast = last value + their cumulative sum), ``"level"`` (model the
+        values themselves) or ``"auto"`` (default): ``"level"`` when, on the last 20 horizons of the training
+        data, repeating the last season (a day for sub-daily data, a week for daily data) forecasts better
+        than the last value, else ``"delta"``; see :func:`~vsmd_ts.timeseries.features.choose_target`.
+        Increments suit near-random walks (exchange rates), levels data with a cycle (hourly load).
     scaling
         ``"auto"`` (default: ``"whiten"`` for increments of up to 64 series, else ``"std"``), ``"std"``,
         ``"mean"``, ``"none"`` or ``"whiten"`` (per-series ``"std"``, then the series' increments decorrelated
@@ -232,15 +235,14 @@ class VSMDEstimator(PyTorchLightningEstimator):
         windows are negated with probability 1/2 and half of the forecast paths come from the negated history.
         Removes a constant drift learnt from the training range; no extra cost. Off by default: on three exchange
         validation folds it lost where that drift happened to pay (benchmarks/RESULTS.md 0.8).
-    random_walk_share
-        Share of each window's forecast paths drawn from the Gaussian random walk of the scaled (whitened)
-        coordinates instead of the diffusion (``target="delta"`` only): the forecast is the linear pool of the model
-        and the naive walk, a hedge against the model's learnt drift (benchmarks/RESULTS.md 0.10). Costs no
-        training; sampling gets cheaper by that share. Default (``None``): 0.25 for increments of daily or coarser
-        data, chosen on three exchange validation folds, where it beat the pure model narrowly (15-run mean CRPS-Sum
-        0.01073 against 0.01075, energy 0.2311 against 0.2334; benchmarks/RESULTS.md 0.9); 0 for levels and for
-        sub-daily frequencies, whose daily cycle a walk does not have (untested there: no such data offline). ``0``
-        gives the diffusion model alone.
+    naive_share
+        Share of each window's forecast paths drawn from the naive forecast of the modelled quantity instead of
+        the diffusion: the Gaussian random walk of the scaled (whitened) increments, or the Gaussian seasonal naive
+        forecast of the levels (:meth:`~vsmd_ts.timeseries.module.VSMDModel.naive`). The forecast is the linear
+        pool of the model and the naive forecast, a hedge against the model's learnt drift (increments) and its
+        too narrow long-horizon spread (levels). Costs no training; sampling gets cheaper by that share. Default
+        (``None``): 0.25, except 0 for increments of sub-daily data, whose daily cycle a walk does not have;
+        chosen on validation windows (benchmarks/RESULTS.md). ``0`` gives the diffusion model alone.
     trainer_kwargs
         Extra ``lightning.pytorch.Trainer`` arguments (``max_epochs``,
         ``accelerator``, ``devices``, ``strategy``, ``precision``...). Defaults: 20 epochs (chosen on
@@ -285,7 +287,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         denoiser_hidden: PositiveWholeNumber = 128,
         denoiser_blocks: PositiveWholeNumber = 3,
         gaussian_residual: bool = False,
-        target: Literal["delta", "level"] = "delta",
+        target: Literal["auto", "delta", "level"] = "auto",
         scaling: Literal["auto", "std", "mean", "none", "whiten"] = "auto",
         scale_window: Optional[PositiveWholeNumber] = None,
         clip: Optional[PositiveFloat] = None,
@@ -311,7 +313,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         num_batches_per_epoch: PositiveWholeNumber = 50,
         ensemble_size: PositiveWholeNumber = 5,
         sign_symmetry: bool = False,
-        random_walk_share: Optional[float] = None,
+        naive_share: Optional[float] = None,
         trainer_kwargs: Optional[Dict[str, Any]] = None,
         train_sampler: Optional[InstanceSampler] = None,
         validation_sampler: Optional[InstanceSampler] = None,
@@ -337,7 +339,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
         self.time_features = time_features_for(self.freq)
         self.model_kwargs = dict(
             target_dim=target_dim, prediction_length=prediction_length, context_length=self.context_length,
-            lags_seq=self.lags_seq, num_time_features=len(self.time_features) + 1, hidden_size=hidden_size,
+            lags_seq=self.lags_seq, num_time_features=len(self.time_features) + 1,
+            season_length=season_length(self.freq), hidden_size=hidden_size,
             num_layers=num_layers, rnn_type=rnn_type, dropout_rate=dropout_rate, target=target, scaling=scaling,
             scale_window=scale_window, clip=clip,
             sde=self.sde, beta=beta, damping_ratio=damping_ratio, gamma=gamma, A_max=A_max, initial_velocity=initial_velocity,
@@ -346,14 +349,13 @@ class VSMDEstimator(PyTorchLightningEstimator):
             sampler_steps=sampler_steps, time_grid_rho=time_grid_rho, num_parallel_samples=num_parallel_samples,
             loss_positions=loss_positions, progress=progress,
         )
-        if random_walk_share is None:  # the walk is on the increments and has no daily cycle
-            random_walk_share = RANDOM_WALK_SHARE if target == "delta" and not is_sub_daily(self.freq) else 0.0
         self.module_kwargs = dict(
             lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle, A_update=A_update,
             forward_fraction=forward_fraction, trajectory_steps=trajectory_steps, num_trajectories=num_trajectories,
             frozen_policy=frozen_policy, A_prior=A_prior, trajectory_sampler=trajectory_sampler, ensemble_size=ensemble_size,
-            sign_symmetry=sign_symmetry, random_walk_share=random_walk_share)
+            sign_symmetry=sign_symmetry, naive_share=naive_share)
         self.batch_size, self.num_batches_per_epoch, self.seed = batch_size, num_batches_per_epoch, seed
+        self.data_target: Optional[str] = None  # what target="auto" chose on the last training data
         self.train_sampler = train_sampler or ExpectedNumInstanceSampler(
             num_instances=1.0, min_past=self.context_length, min_future=prediction_length)
         self.validation_sampler = validation_sampler or ValidationSplitSampler(min_future=prediction_length)
@@ -399,10 +401,32 @@ class VSMDEstimator(PyTorchLightningEstimator):
             time_series_fields=[FieldName.FEAT_TIME, FieldName.OBSERVED_VALUES],
         )
 
+    def choose_target(self, data: Dataset) -> str:
+        """What ``target="auto"`` models on ``data``: ``"level"`` or ``"delta"`` (see
+        :func:`~vsmd_ts.timeseries.features.choose_target`)."""
+        return choose_target((entry[FieldName.TARGET] for entry in data), self.prediction_length,
+                             season_length(self.freq))
+
+    def resolved_kwargs(self) -> tuple:
+        """``(model_kwargs, module_kwargs)`` with the data-dependent defaults filled in.
+
+        ``target="auto"`` takes what :meth:`choose_target` chose on the last
+        training data (``"delta"`` before any training, e.g. for a module built
+        by hand); ``naive_share=None`` becomes 0.25, or 0 for increments of
+        sub-daily data (a walk has no daily cycle).
+        """
+        model_kwargs, module_kwargs = dict(self.model_kwargs), dict(self.module_kwargs)
+        if model_kwargs["target"] == "auto":
+            model_kwargs["target"] = self.data_target or "delta"
+        if module_kwargs["naive_share"] is None:
+            walk_without_cycle = model_kwargs["target"] == "delta" and is_sub_daily(self.freq)
+            module_kwargs["naive_share"] = 0.0 if walk_without_cycle else NAIVE_SHARE
+        return model_kwargs, module_kwargs
+
     def create_lightning_module(self) -> VSMDLightningModule:
-        return VSMDLightningModule(
-            model_kwargs=dict(self.model_kwargs), num_batches_per_epoch=self.num_batches_per_epoch, **self.module_kwargs
-        )
+        model_kwargs, module_kwargs = self.resolved_kwargs()
+        return VSMDLightningModule(model_kwargs=model_kwargs, num_batches_per_epoch=self.num_batches_per_epoch,
+                                   **module_kwargs)
 
     def create_training_data_loader(self, data: Dataset, module: VSMDLightningModule,
                                     shuffle_buffer_length: Optional[int] = None, **kwargs) -> Iterable:
@@ -508,6 +532,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
         check_training_data(training_data, self._check_transform())
         if validation_data is not None:
             check_training_data(validation_data, self._check_transform())
+        if self.model_kwargs["target"] == "auto":
+            self.data_target = self.choose_target(training_data)
         if self.seed is not None:
             pl.seed_everything(self.seed, workers=True, verbose=False)
         transformation = self.create_transformation()

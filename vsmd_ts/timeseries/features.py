@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import List
+from typing import Iterable, List
+
+import numpy as np
 
 from pandas.tseries import offsets
 from pandas.tseries.frequencies import to_offset
 
-__all__ = ["default_lags", "is_sub_daily", "normalize_freq", "time_features_for"]
+__all__ = ["choose_target", "default_lags", "is_sub_daily", "normalize_freq", "season_length", "time_features_for"]
 
 # pandas >= 2.2 deprecates these upper-case aliases (FutureWarning); use the new spelling.
 _ALIASES = {"H": "h", "T": "min", "S": "s", "L": "ms", "U": "us", "N": "ns", "BH": "bh"}
@@ -88,3 +90,57 @@ def default_lags(freq: str) -> List[int]:
             extra = [p // n for p in periods if p % n == 0]
             break
     return sorted({1, 2, 3, *[lag for lag in extra if lag >= 1]})
+
+
+def season_length(freq: str) -> int:
+    """Steps in the data's main cycle: a day for sub-daily data (24 for ``'h'``), a week for daily (7) and business-daily
+    (5) data, a year for weekly, monthly and quarterly data; 1 where none fits a whole number of steps."""
+    offset = _offset(freq)
+    if isinstance(offset, offsets.Tick) and not isinstance(offset, offsets.Day):
+        per_day, rest = divmod(offsets.Day().nanos, offset.nanos)
+        return int(per_day) if per_day > 1 and rest == 0 else 1
+    n = max(int(getattr(offset, "n", 1)), 1)
+    period = {offsets.Day: 7, offsets.BusinessDay: 5, offsets.Week: 52, offsets.MonthEnd: 12, offsets.MonthBegin: 12,
+              offsets.QuarterEnd: 4, offsets.QuarterBegin: 4}
+    for kind, steps in period.items():
+        if isinstance(offset, kind):
+            return steps // n if steps % n == 0 and steps // n > 1 else 1
+    return 1
+
+
+def choose_target(targets: Iterable[np.ndarray], prediction_length: int, season: int, num_windows: int = 20) -> str:
+    """``"level"`` when the seasonal naive forecast beats the last value on the training data's last windows, else
+    ``"delta"``.
+
+    Like the differencing test of an automatic ARIMA: a series that a random
+    walk forecasts better than its last season (exchange rates) is modelled
+    by its increments, one whose last season is the better forecast (a daily
+    load cycle) by its levels. For each entry ``(D, T)``, over its last
+    ``num_windows`` windows of ``prediction_length`` steps (each with at least
+    one season of history before it), the absolute errors of both naive
+    forecasts are summed per series, divided by the series' mean absolute
+    one-step increment (so that every series counts alike whatever its
+    units) and summed over series and windows; missing values are left out.
+    ``season <= 1`` (no cycle) gives ``"delta"``.
+    """
+    H, s = int(prediction_length), int(season)
+    if s <= 1:
+        return "delta"
+    err_walk = err_season = 0.0
+    for target in targets:
+        y = np.atleast_2d(np.asarray(target, dtype=np.float64))
+        T = y.shape[1]
+        steps = np.abs(np.diff(y, axis=1))
+        unit = np.nanmean(steps, axis=1, keepdims=True) if np.isfinite(steps).any() else np.ones((y.shape[0], 1))
+        unit = np.where(np.isfinite(unit) & (unit > 0), unit, 1.0)
+        h = np.arange(1, H + 1)
+        for k in range(num_windows):
+            start = T - (k + 1) * H  # the window forecasts y[start : start + H] from y[:start]
+            if start < s:
+                break
+            future = y[:, start : start + H]
+            walk = future - y[:, start - 1 : start]
+            seasonal = future - y[:, start + h - 1 - s * np.ceil(h / s).astype(int)]
+            err_walk += np.nansum(np.abs(walk) / unit)
+            err_season += np.nansum(np.abs(seasonal) / unit)
+    return "level" if err_season < err_walk else "delta"

@@ -73,14 +73,15 @@ class VSMDLightningModule(pl.LightningModule):
         the network picks up from the training range cancels; dependence on
         the history that is odd in it (autoregression, volatility clustering
         on increments) is kept. Costs nothing.
-    random_walk_share
-        Share of each window's sample paths drawn from the Gaussian random
-        walk of the scaled (whitened) coordinates
-        (:meth:`VSMDModel.random_walk`) instead of the diffusion, at random
-        path positions: the predictive distribution is the linear pool
-        ``(1 - share) x model + share x random walk``. A hedge towards the
-        naive forecast where the model's tails are too heavy; it costs less
-        sampling, not more. Needs ``target="delta"``.
+    naive_share
+        Share of each window's sample paths drawn from the naive forecast of
+        the modelled quantity (:meth:`VSMDModel.naive`: the Gaussian random
+        walk of the scaled, whitened increments, or the Gaussian seasonal naive
+        forecast of the levels) instead of the diffusion, at random path
+        positions: the predictive distribution is the linear pool
+        ``(1 - share) x model + share x naive``. A hedge towards the naive
+        forecast where the model is too sure of itself; it costs less
+        sampling, not more.
     """
 
     @validated()
@@ -103,22 +104,20 @@ class VSMDLightningModule(pl.LightningModule):
         num_batches_per_epoch: int = 50,
         ensemble_size: int = 1,
         sign_symmetry: bool = False,
-        random_walk_share: float = 0.0,
+        naive_share: float = 0.0,
     ) -> None:
         super().__init__()
-        if not 0.0 <= random_walk_share <= 1.0:
-            raise ValueError(f"random_walk_share must be in [0, 1], got {random_walk_share}")
+        if not 0.0 <= naive_share <= 1.0:
+            raise ValueError(f"naive_share must be in [0, 1], got {naive_share}")
         if int(ensemble_size) < 1:
             raise ValueError(f"ensemble_size must be a positive integer, got {ensemble_size}")
         self.members = torch.nn.ModuleList(VSMDModel(**model_kwargs) for _ in range(int(ensemble_size)))
-        if random_walk_share > 0 and self.model.target != "delta":
-            raise ValueError("random_walk_share needs target='delta' (the walk is on the increments)")
         self.lr = lr
         self.A_lr = A_lr
         self.weight_decay = weight_decay
         self.num_batches_per_epoch = num_batches_per_epoch
         self.sign_symmetry = bool(sign_symmetry)
-        self.random_walk_share = float(random_walk_share)
+        self.naive_share = float(naive_share)
         self.inputs = self.model.describe_inputs()
         self.objectives = [
             VSMDObjective(
@@ -153,7 +152,7 @@ class VSMDLightningModule(pl.LightningModule):
 
     def forward(self, past_target, *args, num_parallel_samples: Optional[int] = None, **kwargs) -> torch.Tensor:
         """Forecast samples ``(B, S, prediction_length, D)``; path ``j`` from member ``j mod K`` (the
-        random walk's share of paths, if any, taken out first and placed at random positions).
+        naive forecast's share of paths, if any, taken out first and placed at random positions).
 
         With ``sign_symmetry`` the odd paths are drawn from ``-past_target`` and negated.
         """
@@ -170,10 +169,10 @@ class VSMDLightningModule(pl.LightningModule):
 
     def _mixture(self, *args, num_parallel_samples: int, **kwargs) -> torch.Tensor:
         S = num_parallel_samples
-        walks = round(self.random_walk_share * S)
+        walks = round(self.naive_share * S)
         if walks == 0:
             return self._members_mixture(*args, num_parallel_samples=S, **kwargs)
-        parts = [self.model.random_walk(*args, num_parallel_samples=walks, **kwargs)]
+        parts = [self.model.naive(*args, num_parallel_samples=walks, **kwargs)]
         if walks < S:
             parts.insert(0, self._members_mixture(*args, num_parallel_samples=S - walks, **kwargs))
         # random positions: any subset of the paths is a draw from the pool

@@ -35,9 +35,9 @@ WHITEN_MAX_DIM = 64
 # default sampler, steps per forecast step and time-grid spacing: chosen on exchange validation windows by the
 # rule in benchmarks/results_samplers.md (fifth session); <= 1.7 % covariance error at 20 NFE on exact scores
 SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO = "sde_pc2", 20, 2.0
-# estimator default of random_walk_share (target="delta"): a quarter of the forecast paths from the whitened random
-# walk; chosen on three exchange validation folds by the rule in benchmarks/RESULTS.md, section 0.9
-RANDOM_WALK_SHARE = 0.25
+# estimator default of naive_share: a quarter of the forecast paths from the naive forecast (the whitened random walk
+# of increments, the seasonal naive of levels); chosen on validation windows (benchmarks/RESULTS.md)
+NAIVE_SHARE = 0.25
 # oneDNN's CPU LSTM/GRU kernels (PyTorch's default): on. ATen's own were faster at 1-2 threads on an AVX-512 Xeon
 # without AMX, oneDNN's at 1 thread and as fast or faster at 2 on an AMD EPYC (electricity-shaped LSTM steps,
 # `benchmarks/scaling.py lstm`); with the evidence split by CPU we keep the framework's default. False: ATen
@@ -140,6 +140,8 @@ class VSMDModel(nn.Module):
         1-based lags of the target fed to the RNN.
     num_time_features
         Number of time features per step ``F`` (including age).
+    season_length
+        Steps in the data's main cycle, for :meth:`seasonal_naive` (1: none).
     hidden_size, num_layers, rnn_type, dropout_rate
         History encoder (``"lstm"`` or ``"gru"``).
     target
@@ -202,6 +204,7 @@ class VSMDModel(nn.Module):
         context_length: int,
         lags_seq: List[int],
         num_time_features: int,
+        season_length: int = 1,
         hidden_size: int = 64,
         num_layers: int = 2,
         rnn_type: str = "lstm",
@@ -240,6 +243,9 @@ class VSMDModel(nn.Module):
         self.context_length = context_length
         self.lags_seq = sorted(int(lag) for lag in lags_seq)
         self.num_time_features = num_time_features
+        if int(season_length) < 1:
+            raise ValueError(f"season_length must be a positive integer, got {season_length}")
+        self.season_length = int(season_length)
         self.num_parallel_samples = num_parallel_samples
         self.loss_positions = loss_positions
         self.prior = prior
@@ -438,6 +444,44 @@ class VSMDModel(nn.Module):
             steps[:, k] = self.sampler(score_fn, self.sde, a, ts, cond=out[:, 0]).x
             seq[:, P + k] = self._clipped(steps[:, k])  # the RNN reads sampled steps as it read its history
         return self._decode(steps.reshape(B, S, H, D), loc, scale, L, last)
+
+    def naive(self, past_target, past_observed_values, past_time_feat=None, future_time_feat=None,
+              num_parallel_samples: Optional[int] = None) -> torch.Tensor:
+        """Paths of the naive forecast of the modelled quantity, ``(B, num_parallel_samples, prediction_length, D)``:
+        :meth:`random_walk` for increments, :meth:`seasonal_naive` for levels. No network is evaluated."""
+        make = self.random_walk if self.target == "delta" else self.seasonal_naive
+        return make(past_target, past_observed_values, num_parallel_samples=num_parallel_samples)
+
+    def seasonal_naive(self, past_target, past_observed_values, past_time_feat=None, future_time_feat=None,
+                       num_parallel_samples: Optional[int] = None) -> torch.Tensor:
+        """Paths of the Gaussian seasonal naive forecast, ``(B, num_parallel_samples, prediction_length, D)``.
+
+        Step ``h`` (1-based) repeats the value ``season_length`` steps before it
+        in the last observed season and adds ``N(0, k C)`` noise, ``k =
+        ceil(h / season_length)`` seasons ahead, ``C`` the covariance ``(D, D)``
+        of the lag-``season_length`` differences over the whole past window
+        (``context_length + max(lags_seq)`` steps; differences where any
+        series is unobserved are left out). With ``season_length=1`` it is a
+        random walk whose steps do not accumulate within a season.
+        """
+        S = num_parallel_samples or self.num_parallel_samples
+        P, H, s = self._past_length, self.prediction_length, self.season_length
+        if s >= P:
+            raise ValueError(f"season_length {s} needs a past window longer than a season, got {P} steps")
+        _, _, levels, obs = self._modelled(past_target, past_observed_values)
+        levels, obs = levels[:, :P].double(), obs[:, :P].double()
+        diff = levels[:, s:] - levels[:, :-s]
+        both = (obs[:, s:] * obs[:, :-s]).prod(-1, keepdim=True)  # (B, P - s, 1): every series observed
+        n = both.sum(1, keepdim=True).clamp_min(2)
+        dev = (diff - (diff * both).sum(1, keepdim=True) / n) * both
+        cov = dev.transpose(1, 2) @ dev / (n - 1)
+        evals, evecs = torch.linalg.eigh(cov)
+        root = evecs * evals.clamp_min(0).sqrt()[:, None]  # symmetric square root: singular C is fine
+        h = torch.arange(1, H + 1, device=past_target.device)
+        base = levels[:, P - s + (h - 1) % s]  # (B, H, D)
+        seasons = torch.ceil(h / s).double().sqrt()[None, None, :, None]
+        z = torch.randn(levels.shape[0], S, H, levels.shape[-1], dtype=torch.float64, device=past_target.device)
+        return (base[:, None] + seasons * z @ root[:, None].transpose(-1, -2)).to(past_target.dtype)
 
     def random_walk(self, past_target, past_observed_values, past_time_feat=None, future_time_feat=None,
                     num_parallel_samples: Optional[int] = None) -> torch.Tensor:
