@@ -79,7 +79,7 @@ def test_frequency_mismatch_raises(predictor):
                                    np.datetime64("2021-01-01T00:00")])
 def test_plain_dict_entries_are_read_in_the_estimators_frequency(start):
     entries = [{"start": start, "target": signal()}]
-    est = tiny(num_batches_per_epoch=1)
+    est = tiny(num_batches_per_epoch=1, target="delta")
     predictor = est.train(entries)
     (forecast,) = predictor.predict(entries)
     assert forecast.start_date == START + T and forecast.samples.shape == (3, H, D)
@@ -102,7 +102,8 @@ def test_bad_num_samples_raise_at_the_call(predictor, num_samples):
         predictor.predict(dataset(signal()), num_samples=num_samples)
 
 
-def test_num_samples_sets_the_number_of_sample_paths(predictor):
+def test_num_samples_sets_the_number_of_sample_paths():
+    predictor = tiny(num_batches_per_epoch=1, target="delta").train(dataset(signal()))
     (forecast,) = predictor.predict(dataset(signal()), num_samples=5.0)
     assert forecast.samples.shape == (5, H, D)
 
@@ -161,8 +162,8 @@ def test_all_nan_series_warn_and_all_nan_data_raise():
         (dict(A_lr=float("inf")), "A_lr"),
         (dict(clip=float("inf")), "clip"),
         (dict(time_grid_rho=float("inf")), "time_grid_rho"),
-        (dict(random_walk_share=-0.1), "random_walk_share"),
-        (dict(random_walk_share=1.5), "random_walk_share"),
+        (dict(naive_share=-0.1), "naive_share"),
+        (dict(naive_share=1.5), "naive_share"),
         (dict(seed=-1), "seed"),
         (dict(seed=2.7), "seed"),
         (dict(seed=2**32), "seed"),
@@ -179,9 +180,9 @@ def test_whole_number_floats_are_accepted():
 
 
 def test_edge_values_of_the_ranges_are_accepted():
-    est = tiny(dropout_rate=0.0, weight_decay=0.0, random_walk_share=1.0, seed=2**32 - 1)
+    est = tiny(dropout_rate=0.0, weight_decay=0.0, naive_share=1.0, seed=2**32 - 1)
     assert est.seed == 2**32 - 1 and est.module_kwargs["weight_decay"] == 0.0
-    assert tiny(seed=np.int64(3), random_walk_share=0).seed == 3
+    assert tiny(seed=np.int64(3), naive_share=0).seed == 3
 
 
 # ---------------------------------------------------------------- files

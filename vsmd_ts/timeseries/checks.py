@@ -71,7 +71,7 @@ _OPTION_RANGES = {
     "A_lr": (0.0, math.inf, False, False),
     "clip": (0.0, math.inf, False, False),
     "time_grid_rho": (0.0, math.inf, False, False),
-    "random_walk_share": (0.0, 1.0, True, True),
+    "naive_share": (0.0, 1.0, True, True),
 }
 
 
@@ -79,7 +79,7 @@ def check_options(**options) -> None:
     """``ValueError`` naming the option unless each value is a finite number in its range (``None`` passes).
 
     Known options: see ``_OPTION_RANGES`` (``dropout_rate`` in ``[0, 1)``,
-    ``weight_decay >= 0``, ``random_walk_share`` in ``[0, 1]``, the others > 0).
+    ``weight_decay >= 0``, ``naive_share`` in ``[0, 1]``, the others > 0).
     """
     for name, value in options.items():
         if value is None:

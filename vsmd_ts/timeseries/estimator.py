@@ -330,7 +330,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         get_sampler(sampler)
         AlternationSchedule(warmup, cooldown, cycle, forward_fraction)
         check_options(dropout_rate=dropout_rate, weight_decay=weight_decay, lr=lr, A_lr=A_lr, clip=clip,
-                      time_grid_rho=time_grid_rho, random_walk_share=random_walk_share)
+                      time_grid_rho=time_grid_rho, naive_share=naive_share)
         self.freq = normalize_freq(freq)
         self.prediction_length = prediction_length
         self.target_dim = target_dim
