@@ -75,6 +75,39 @@ def test_frequency_mismatch_raises(predictor):
         tiny().train(daily)
 
 
+@pytest.mark.parametrize("start", ["2021-01-01", pd.Timestamp("2021-01-01"), pd.Timestamp("2021-01-01", tz="UTC"),
+                                   np.datetime64("2021-01-01T00:00")])
+def test_plain_dict_entries_are_read_in_the_estimators_frequency(start):
+    entries = [{"start": start, "target": signal()}]
+    est = tiny(num_batches_per_epoch=1, target="delta")
+    predictor = est.train(entries)
+    (forecast,) = predictor.predict(entries)
+    assert forecast.start_date == START + T and forecast.samples.shape == (3, H, D)
+    assert isinstance(entries[0]["start"], type(start))  # the caller's entries are left as they were
+
+
+@pytest.mark.parametrize("start, message", [(None, "no 'start' field"), ("soon", "'soon' is not a date"),
+                                            (17, "17 is not a date")])
+def test_plain_dict_entries_with_a_bad_start_raise(predictor, start, message):
+    entry = {"target": signal()} if start is None else {"start": start, "target": signal()}
+    with pytest.raises(ValueError, match=message):
+        list(predictor.predict([entry]))
+    with pytest.raises(ValueError, match=message):
+        tiny().train([entry])
+
+
+@pytest.mark.parametrize("num_samples", [-5, 0, 2.5, True, "3"])
+def test_bad_num_samples_raise_at_the_call(predictor, num_samples):
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        predictor.predict(dataset(signal()), num_samples=num_samples)
+
+
+def test_num_samples_sets_the_number_of_sample_paths():
+    predictor = tiny(num_batches_per_epoch=1, target="delta").train(dataset(signal()))
+    (forecast,) = predictor.predict(dataset(signal()), num_samples=5.0)
+    assert forecast.samples.shape == (5, H, D)
+
+
 # ---------------------------------------------------------------- training input
 def test_empty_training_data_raises():
     with pytest.raises(ValueError, match="dataset is empty"):
@@ -120,6 +153,20 @@ def test_all_nan_series_warn_and_all_nan_data_raise():
         (dict(sampler="rk4"), "unknown sampler"),
         (dict(warmup=0.8, cooldown=0.4), "warmup"),
         (dict(lags_seq=[0, 1]), "lags_seq"),
+        (dict(dropout_rate=-0.1), "dropout_rate"),
+        (dict(dropout_rate=1.0), "dropout_rate"),
+        (dict(dropout_rate=float("nan")), "dropout_rate"),
+        (dict(weight_decay=-1e-2), "weight_decay"),
+        (dict(weight_decay=float("inf")), "weight_decay"),
+        (dict(lr=float("inf")), "lr"),
+        (dict(A_lr=float("inf")), "A_lr"),
+        (dict(clip=float("inf")), "clip"),
+        (dict(time_grid_rho=float("inf")), "time_grid_rho"),
+        (dict(naive_share=-0.1), "naive_share"),
+        (dict(naive_share=1.5), "naive_share"),
+        (dict(seed=-1), "seed"),
+        (dict(seed=2.7), "seed"),
+        (dict(seed=2**32), "seed"),
     ],
 )
 def test_bad_hyper_parameters_fail_at_construction(kwargs, message):
@@ -130,6 +177,12 @@ def test_bad_hyper_parameters_fail_at_construction(kwargs, message):
 def test_whole_number_floats_are_accepted():
     est = tiny(prediction_length=4.0, context_length=np.int64(8))
     assert est.prediction_length == 4 and type(est.prediction_length) is int and est.context_length == 8
+
+
+def test_edge_values_of_the_ranges_are_accepted():
+    est = tiny(dropout_rate=0.0, weight_decay=0.0, naive_share=1.0, seed=2**32 - 1)
+    assert est.seed == 2**32 - 1 and est.module_kwargs["weight_decay"] == 0.0
+    assert tiny(seed=np.int64(3), naive_share=0).seed == 3
 
 
 # ---------------------------------------------------------------- files
@@ -145,10 +198,11 @@ def test_serialize_creates_the_folder(predictor, tmp_path):
     "name, content, message",
     [
         ("prediction-net-state.pt", b"", "prediction-net-state.pt: file is empty"),
-        ("prediction-net-state.pt", b"junk" * 100, "prediction-net-state.pt: not a readable torch state dict"),
-        ("prediction-net-state.pt", "object", "prediction-net-state.pt: not a readable torch state dict"),
+        ("prediction-net-state.pt", b"junk" * 100, "prediction-net-state.pt is not a readable torch state dict"),
+        ("prediction-net-state.pt", "object", "prediction-net-state.pt is not a readable torch state dict"),
         ("predictor.json", None, "predictor.json: not valid JSON"),
         ("gluonts-config.json", b"", "gluonts-config.json: file is empty"),
+        ("gluonts-config.json", b"{", "gluonts-config.json: not valid JSON"),
     ],
 )
 def test_damaged_predictor_files_are_named(predictor, tmp_path, name, content, message):
@@ -162,11 +216,38 @@ def test_damaged_predictor_files_are_named(predictor, tmp_path, name, content, m
     with pytest.raises(PredictorFileError, match=message) as err:
         VSMDPredictor.deserialize(tmp_path)
     assert "weights_only" not in str(err.value)
-    if name != "gluonts-config.json":  # gluonts itself reads that one first on this route
-        from gluonts.model.predictor import Predictor
+    from gluonts.model.predictor import Predictor
 
-        with pytest.raises(PredictorFileError, match=message):
-            Predictor.deserialize(tmp_path)
+    with pytest.raises(PredictorFileError, match=message):
+        Predictor.deserialize(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["gluonts-config.json", "predictor.json", "prediction-net-state.pt"])
+def test_missing_predictor_files_are_named(predictor, tmp_path, name):
+    from gluonts.model.predictor import Predictor
+
+    from vsmd_ts.timeseries import PredictorFileError, VSMDPredictor
+
+    predictor.serialize(tmp_path)
+    (tmp_path / name).unlink()
+    for load in (Predictor.deserialize, VSMDPredictor.deserialize):
+        with pytest.raises(PredictorFileError, match=f"{name}: file missing") as err:
+            load(tmp_path)
+        message = str(err.value)
+        assert "type.txt" not in message and f"{tmp_path} is not a saved VSMD predictor" in message
+        assert isinstance(err.value, FileNotFoundError)  # what GluonTS raised for a missing file
+
+
+def test_a_folder_that_is_no_predictor_is_named(tmp_path):
+    from gluonts.model.predictor import Predictor
+
+    from vsmd_ts.timeseries import PredictorFileError
+
+    (tmp_path / "notes.txt").write_text("not a predictor")
+    with pytest.raises(PredictorFileError, match="gluonts-config.json: file missing.* is not a saved VSMD predictor"):
+        Predictor.deserialize(tmp_path)
+    with pytest.raises(PredictorFileError, match="nowhere: no such folder"):
+        Predictor.deserialize(tmp_path / "nowhere")
 
 
 def test_weights_of_another_network_are_named(predictor, tmp_path):
@@ -176,6 +257,74 @@ def test_weights_of_another_network_are_named(predictor, tmp_path):
     torch.save({"w": torch.zeros(2)}, tmp_path / "prediction-net-state.pt")
     with pytest.raises(PredictorFileError, match="weights do not fit the network"):
         VSMDPredictor.deserialize(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def lightning_checkpoint(tmp_path_factory):
+    """``last.ckpt`` of a one-epoch run (2 steps) with a Lightning ModelCheckpoint."""
+    import lightning.pytorch as pl
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    callback = pl.callbacks.ModelCheckpoint(dirpath=str(folder), save_last=True)
+    tiny(trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False, callbacks=[callback])).train(dataset(signal()))
+    return folder / "last.ckpt"
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "does not exist"),
+        ("empty", "is empty"),
+        ("truncated", "truncated or damaged"),
+        ("random bytes", "truncated or damaged"),
+        ("text", "truncated or damaged"),
+        ("pickled object", "holds a pickled argparse.Namespace"),
+        ("toys checkpoint", "is a vsmd_ts.toys checkpoint"),
+        ("weights only", "holds only weights"),
+        ("another size", "a model of another size"),
+    ],
+)
+def test_bad_checkpoints_to_resume_from_are_named_before_lightning_reads_them(
+    lightning_checkpoint, tmp_path, monkeypatch, kind, message
+):
+    import lightning.pytorch as pl
+
+    from vsmd_ts.training import CheckpointError
+
+    path, est = tmp_path / "bad.ckpt", tiny()
+    good = lightning_checkpoint.read_bytes()
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif kind == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "text":
+        path.write_text("epoch,loss\n1,0.5\n")
+    elif kind == "pickled object":
+        path.write_bytes(_pickled_object())
+    elif kind == "toys checkpoint":
+        torch.save({"state_dict": {"model.net.inp.weight": torch.zeros(8, 2)}, "vsmd": {"toy_config": {}}}, path)
+    elif kind == "weights only":
+        torch.save({"state_dict": torch.load(lightning_checkpoint, weights_only=True)["state_dict"]}, path)
+    elif kind == "another size":
+        path, est = lightning_checkpoint, tiny(hidden_size=8)
+
+    def no_trainer(*args, **kwargs):
+        raise AssertionError("the checkpoint must be checked before a Trainer is built")
+
+    monkeypatch.setattr(pl, "Trainer", no_trainer)
+    with pytest.raises(CheckpointError, match=message) as err:
+        est.train(dataset(signal()), ckpt_path=str(path))
+    assert str(path) in str(err.value) and "or train without ckpt_path" in str(err.value)
+    assert "Weights only load failed" not in str(err.value) and "torch.load" not in str(err.value)
+
+
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")  # the run has no ModelCheckpoint
+def test_training_resumes_from_a_good_checkpoint(lightning_checkpoint):
+    out = tiny(trainer_kwargs=dict(max_epochs=2, enable_progress_bar=False)).train_model(
+        dataset(signal()), ckpt_path=lightning_checkpoint)
+    assert out.trainer.global_step == 4  # 2 steps from the checkpoint, 2 more
 
 
 def _pickled_object():
@@ -240,6 +389,17 @@ def test_embedded_dataset_is_the_gluonts_archive_and_loads_offline():
 
 
 # ---------------------------------------------------------------- noise
+@pytest.mark.parametrize("progress", [False, True])
+def test_progress_governs_the_training_bar(progress, capfd):
+    out = tiny(progress=progress, trainer_kwargs=dict(max_epochs=1)).train_model(dataset(signal()))
+    assert (out.trainer.progress_bar_callback is not None) == progress
+    assert ("Epoch 1/1" in "".join(capfd.readouterr())) == progress
+    # an explicit trainer setting decides for the training bar
+    est = tiny(progress=False, trainer_kwargs=dict(max_epochs=1, enable_progress_bar=True))
+    out = est.train_model(dataset(signal()))
+    assert out.trainer.progress_bar_callback is not None
+
+
 def test_training_prints_no_warnings_or_tips(caplog):
     caplog.set_level(logging.INFO)
     with warnings.catch_warnings(record=True) as caught:

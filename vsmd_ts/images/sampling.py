@@ -24,14 +24,15 @@ from .data import to_uint8
 
 __all__ = ["generate", "load_checkpoint", "make_grid", "model_from_checkpoint", "save_grid"]
 
-def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> dict:
-    """Read a checkpoint written by :func:`vsmd_ts.images.train` (tensors and plain values only)."""
+def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu", advice: Optional[str] = None) -> dict:
+    """Read a checkpoint written by :func:`vsmd_ts.images.train` (tensors and plain values only).
+
+    Raises :class:`~vsmd_ts.training.CheckpointError` (a ``ValueError``) naming the file for a missing,
+    empty, damaged or foreign one (``advice``: what to do, in the message).
+    """
     from vsmd_ts.training import load_checkpoint as load
 
-    ckpt = load(path, map_location)
-    if "image_config" not in ckpt["vsmd"]:
-        raise ValueError(f"{path} is not a vsmd_ts.images checkpoint")
-    return ckpt
+    return load(path, map_location, front_end="vsmd_ts.images", advice=advice)
 
 
 def model_from_checkpoint(
@@ -55,14 +56,15 @@ def model_from_checkpoint(
     eval mode, the run's configuration and the per-pixel data variance used
     by the sampling prior.
     """
-    from vsmd_ts.training import state_dicts
+    from vsmd_ts.training.checkpoint import load_weights, state_dicts
 
+    source = "the checkpoint" if isinstance(ckpt, dict) else ckpt
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
     cfg = TrainConfig.from_dict(ckpt["vsmd"]["image_config"]).resolved()
     model = build_model(cfg)
     ema_state, raw_state = state_dicts(ckpt)
-    model.load_state_dict(ema_state if ema else raw_state)
+    load_weights(model, ema_state if ema else raw_state, source)
     model.eval()
     if device is not None:
         model.to(device)

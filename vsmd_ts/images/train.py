@@ -102,7 +102,10 @@ def train(config: TrainConfig) -> dict:
     from vsmd_ts.training import fit
 
     ckpt_path = _resume_path(config)
-    ckpt = load_checkpoint(ckpt_path) if ckpt_path is not None else None
+    ckpt = None
+    if ckpt_path is not None:
+        ckpt = load_checkpoint(ckpt_path, advice="train without --resume, or pass a checkpoint of "
+                               "python -m vsmd_ts.images train")
     cfg = config.resolved() if ckpt is None else _merge_resume(config, ckpt["vsmd"]["image_config"])
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))

@@ -11,12 +11,13 @@ from .estimator import PREDICTION_INPUT_NAMES, TRAINING_INPUT_NAMES, VSMDEstimat
 from .features import default_lags, normalize_freq  # noqa: E402
 from .lightning_module import VSMDLightningModule  # noqa: E402
 from .module import VSMDModel  # noqa: E402
-from .predictor import PredictorFileError, VSMDPredictor  # noqa: E402
+from .predictor import PredictorFileError, PredictorFileNotFoundError, VSMDPredictor  # noqa: E402
 
 __all__ = [
     "CheckMultivariateTarget",
     "PREDICTION_INPUT_NAMES",
     "PredictorFileError",
+    "PredictorFileNotFoundError",
     "TRAINING_INPUT_NAMES",
     "VSMDEstimator",
     "VSMDLightningModule",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import math
 import warnings
 from typing import Any, Dict, Iterable, Optional
 
@@ -11,7 +13,14 @@ from gluonts.core.component import validated
 from gluonts.dataset.field_names import FieldName
 from gluonts.transform import MapTransformation
 
-__all__ = ["CheckMultivariateTarget", "PositiveWholeNumber", "check_training_data"]
+__all__ = [
+    "CheckMultivariateTarget",
+    "PositiveWholeNumber",
+    "SeedNumber",
+    "check_num_samples",
+    "check_options",
+    "check_training_data",
+]
 
 
 class PositiveWholeNumber(int):
@@ -34,6 +43,69 @@ class PositiveWholeNumber(int):
         return int(value)
 
 
+class SeedNumber(int):
+    """A ``@validated`` parameter type: a random seed, an integer in ``[0, 2**32 - 1]`` (what NumPy accepts).
+
+    Rejects ``2.7`` (pydantic's ``int`` would truncate it) and out-of-range
+    values at construction rather than when training starts.
+    """
+
+    @classmethod
+    def __get_validators__(cls):
+        yield cls.validate
+
+    @classmethod
+    def validate(cls, value):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"expected an integer seed, got {value!r}")
+        if not float(value).is_integer() or not 0 <= value <= 2**32 - 1:
+            raise ValueError(f"expected an integer seed in [0, 2**32 - 1], got {value!r}")
+        return int(value)
+
+
+# numeric options that the annotations of VSMDEstimator do not bound: (low, high, low included, high included)
+_OPTION_RANGES = {
+    "dropout_rate": (0.0, 1.0, True, False),
+    "weight_decay": (0.0, math.inf, True, False),
+    "lr": (0.0, math.inf, False, False),
+    "A_lr": (0.0, math.inf, False, False),
+    "clip": (0.0, math.inf, False, False),
+    "time_grid_rho": (0.0, math.inf, False, False),
+    "naive_share": (0.0, 1.0, True, True),
+}
+
+
+def check_options(**options) -> None:
+    """``ValueError`` naming the option unless each value is a finite number in its range (``None`` passes).
+
+    Known options: see ``_OPTION_RANGES`` (``dropout_rate`` in ``[0, 1)``,
+    ``weight_decay >= 0``, ``naive_share`` in ``[0, 1]``, the others > 0).
+    """
+    for name, value in options.items():
+        if value is None:
+            continue
+        low, high, low_in, high_in = _OPTION_RANGES[name]
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+        ok = ok and math.isfinite(value) and (low <= value if low_in else low < value)
+        ok = ok and (value <= high if high_in else value < high)
+        if not ok:
+            interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+            raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+
+
+def check_num_samples(num_samples: Any) -> Optional[int]:
+    """``num_samples`` of ``predict``: ``None`` (the model's ``num_parallel_samples``) or a positive integer."""
+    if num_samples is None:
+        return None
+    try:
+        return PositiveWholeNumber.validate(num_samples)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"num_samples must be a positive integer (or None for the model's num_parallel_samples), "
+            f"got {num_samples!r}"
+        ) from None
+
+
 def _when(start: Any, index: int) -> str:
     """``"time index 17 (2021-01-01 17:00)"``, the timestamp only when the start is a period."""
     if isinstance(start, pd.Period):
@@ -44,11 +116,13 @@ def _when(start: Any, index: int) -> str:
 class CheckMultivariateTarget(MapTransformation):
     """Reject entries that the model cannot use, with a message saying why.
 
-    Checks the target's shape ``(target_dim, T)`` and length, that the
-    entry's frequency is the estimator's, that no value is infinite (or too
-    large for float32), and at prediction time that every series has an
-    observed (non-NaN) value in the context window. NaNs are otherwise fine:
-    the observed-value mask removes them from the loss and the scaler.
+    Checks the target's shape ``(target_dim, T)`` and length, turns the
+    ``start`` of a plain-dict entry (a date string or ``Timestamp``) into a
+    ``pandas.Period`` in ``freq``, checks that the entry's frequency is the
+    estimator's, that no value is infinite (or too large for float32), and
+    at prediction time that every series has an observed (non-NaN) value in
+    the context window. NaNs are otherwise fine: the observed-value mask
+    removes them from the loss and the scaler.
 
     Parameters
     ----------
@@ -77,6 +151,7 @@ class CheckMultivariateTarget(MapTransformation):
         with np.errstate(over="ignore"):  # overflow to inf is reported below
             target = np.asarray(data[FieldName.TARGET], dtype=np.float32)
         self._check_shape(target, item, is_train)
+        data[FieldName.START] = self._as_period(data.get(FieldName.START), item)
         self._check_freq(data.get(FieldName.START), item)
         self._check_finite(target, data.get(FieldName.START), item)
         if not is_train:
@@ -111,6 +186,35 @@ class CheckMultivariateTarget(MapTransformation):
                 f"entry {item}: series of length {target.shape[1]} is shorter than {what} = {need}; "
                 "use a shorter context_length or longer series"
             )
+
+    def _as_period(self, start: Any, item) -> Any:
+        """A ``start`` of a plain-dict entry (date string, ``Timestamp``, ``datetime``) as a ``Period`` in ``freq``.
+
+        GluonTS's ``ListDataset`` does this conversion; plain lists of dicts skip it.
+        """
+        if isinstance(start, pd.Period) or self.freq is None:
+            return start
+        if start is None:
+            raise ValueError(
+                f"entry {item}: no 'start' field; give every entry a start date (a pandas Period or Timestamp, "
+                "or a date string such as '2020-01-01')"
+            )
+        when = None
+        if isinstance(start, (str, datetime.date, np.datetime64)):  # pd.Timestamp is a datetime.date
+            try:
+                when = pd.Timestamp(start)
+            except (TypeError, ValueError, OverflowError):
+                pass
+        if when is None or when is pd.NaT:
+            raise ValueError(
+                f"entry {item}: start {start!r} is not a date; give a pandas Period or Timestamp, or a date "
+                "string such as '2020-01-01'"
+            )
+        if when.tz is not None:
+            when = when.tz_localize(None)  # periods have no time zone: keep the local wall time
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # business-day periods
+            return pd.Period(when, freq=self.freq)
 
     def _check_freq(self, start: Any, item) -> None:
         if self.freq is None or not isinstance(start, pd.Period):

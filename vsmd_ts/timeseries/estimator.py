@@ -33,9 +33,10 @@ from gluonts.transform import (
 )
 
 from vsmd_ts.diffusion import AlternationSchedule, default_kwargs, get_sampler, is_momentum, make_sde
+from vsmd_ts.training.checkpoint import check_resume_checkpoint
 from vsmd_ts.training.precision import resolve_precision
 
-from .checks import CheckMultivariateTarget, PositiveWholeNumber, check_training_data
+from .checks import CheckMultivariateTarget, PositiveWholeNumber, SeedNumber, check_options, check_training_data
 from .distributed import RankSeededLoader
 from .features import choose_target, default_lags, is_sub_daily, normalize_freq, season_length, time_features_for
 from .lightning_module import A_LR, LR, SCHEDULE, WEIGHT_DECAY, VSMDLightningModule
@@ -48,6 +49,11 @@ logger = logging.getLogger(__name__)
 
 PREDICTION_INPUT_NAMES = ["past_target", "past_observed_values", "past_time_feat", "future_time_feat"]
 TRAINING_INPUT_NAMES = PREDICTION_INPUT_NAMES + ["future_target", "future_observed_values"]
+
+# ckpt_path values that Lightning resolves itself; any other is a file, checked before Lightning reads it
+_LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+_RESUME_ADVICE = ("pass a checkpoint that training of a VSMDEstimator with these options wrote (a "
+                  "ModelCheckpoint in trainer_kwargs['callbacks']), or train without ckpt_path")
 
 
 class _DropTips(logging.Filter):
@@ -253,9 +259,10 @@ class VSMDEstimator(PyTorchLightningEstimator):
     train_sampler, validation_sampler
         GluonTS instance samplers.
     seed
-        Seeds Python, NumPy and torch before training (reproducible runs).
+        Seeds Python, NumPy and torch before training (reproducible runs); an integer in ``[0, 2**32 - 1]``.
     progress
-        Progress bar while sampling forecasts (training uses Lightning's).
+        Progress bars of training (Lightning's; ``trainer_kwargs["enable_progress_bar"]``, when given, decides
+        for training alone) and of sampling forecasts.
     """
 
     @validated()
@@ -310,7 +317,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         trainer_kwargs: Optional[Dict[str, Any]] = None,
         train_sampler: Optional[InstanceSampler] = None,
         validation_sampler: Optional[InstanceSampler] = None,
-        seed: Optional[int] = None,
+        seed: Optional[SeedNumber] = None,
         progress: bool = True,
     ) -> None:
         defaults = {"max_epochs": 20, "gradient_clip_val": 10.0, "logger": False, "enable_model_summary": False,
@@ -322,6 +329,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
         # cheap objects that validate the sampler and schedule now, not after data loading
         get_sampler(sampler)
         AlternationSchedule(warmup, cooldown, cycle, forward_fraction)
+        check_options(dropout_rate=dropout_rate, weight_decay=weight_decay, lr=lr, A_lr=A_lr, clip=clip,
+                      time_grid_rho=time_grid_rho, naive_share=naive_share)
         self.freq = normalize_freq(freq)
         self.prediction_length = prediction_length
         self.target_dim = target_dim
@@ -467,11 +476,12 @@ class VSMDEstimator(PyTorchLightningEstimator):
         if validate:
             checkpoint = pl.callbacks.ModelCheckpoint(monitor="val_loss", mode="min", save_weights_only=True)
             callbacks.append(checkpoint)
-        else:
+        elif not any(isinstance(c, pl.callbacks.Checkpoint) for c in callbacks):  # the caller's ModelCheckpoint runs
             kwargs.setdefault("enable_checkpointing", False)
-        has_bar = any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks)
-        if kwargs.get("enable_progress_bar", True) and not has_bar:
-            callbacks.append(_EpochProgressBar())
+        if not any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks):  # `progress` governs the bar
+            kwargs.setdefault("enable_progress_bar", self.model_kwargs["progress"])
+            if kwargs["enable_progress_bar"]:
+                callbacks.append(_EpochProgressBar())
         return pl.Trainer(callbacks=callbacks, **kwargs), checkpoint
 
     def train(
@@ -535,6 +545,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
         val_dl = None
         if validation_data is not None:
             val_dl = self._loader(validation_data, transformation, module, "validation", cache_data)
+        if ckpt_path is not None and str(ckpt_path).partition(":")[0] not in _LIGHTNING_CKPT_NAMES:  # a file
+            check_resume_checkpoint(ckpt_path, module, advice=_RESUME_ADVICE)
         with tempfile.TemporaryDirectory(prefix="vsmd_ts-") as tmp:
             trainer, checkpoint = self._trainer(tmp, validate=val_dl is not None)
             with _quiet_fit():

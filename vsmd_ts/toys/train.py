@@ -155,14 +155,15 @@ def _A_values(sde) -> list:
     return [round(float(v), 6) for v in sde.control_trace().detach().flatten()]
 
 
-def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
-    """Read a checkpoint written by :func:`train` (a file, or a run folder holding ``last.ckpt``)."""
+def load_checkpoint(path: Union[str, os.PathLike], advice: Optional[str] = None) -> dict:
+    """Read a checkpoint written by :func:`train` (a file, or a run folder holding ``last.ckpt``).
+
+    Raises :class:`~vsmd_ts.training.CheckpointError` (a ``ValueError``) naming the file for a missing,
+    empty, damaged or foreign one (``advice``: what to do, in the message).
+    """
     from vsmd_ts.training import load_checkpoint as load
 
-    ckpt = load(path)
-    if "toy_config" not in ckpt["vsmd"]:
-        raise ValueError(f"{path} is not a vsmd_ts.toys checkpoint")
-    return ckpt
+    return load(path, front_end="vsmd_ts.toys", advice=advice)
 
 
 def model_from_checkpoint(ckpt: Union[dict, str, os.PathLike], ema: bool = True):
@@ -174,14 +175,15 @@ def model_from_checkpoint(ckpt: Union[dict, str, os.PathLike], ema: bool = True)
     eval mode (EMA weights by default, as used for sampling), the run's
     :class:`ToyConfig` and the per-axis data variance (list of 2).
     """
-    from vsmd_ts.training import state_dicts
+    from vsmd_ts.training.checkpoint import load_weights, state_dicts
 
+    source = "the checkpoint" if isinstance(ckpt, dict) else ckpt
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
     cfg = ToyConfig.from_dict(ckpt["vsmd"]["toy_config"])
     model = build_model(cfg)
     ema_state, raw_state = state_dicts(ckpt)
-    model.load_state_dict(ema_state if ema else raw_state)
+    load_weights(model, ema_state if ema else raw_state, source)
     model.eval()
     return model, cfg, list(ckpt["vsmd"]["data_var"])
 
@@ -231,6 +233,8 @@ def train(cfg: ToyConfig, out: Optional[Union[str, os.PathLike]] = None) -> dict
         eval_curve.append({"step": step, "pmf_rmse": res["pmf_rmse"], "marginal_rmse": res["marginal_rmse"]})
 
     eval_x = dataset.sample(1024, torch.Generator().manual_seed(777))
+    if cfg.resume and out is not None and (Path(out) / "last.ckpt").is_file():  # another front end's file fails here
+        load_checkpoint(out, advice="train without --resume, or in another --out folder")
     summary = {"eval_loss_start": evaluation_loss(model.sde, model.net, eval_x), "A_v_start": _A_values(model.sde)}
     cpu0 = time.process_time()
     res = fit(model, batch, _fit_config(cfg, data_var), out=out, resume=cfg.resume,

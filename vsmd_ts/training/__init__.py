@@ -5,12 +5,12 @@ front ends supply a dataset (a batch function of the step) and a network;
 :func:`fit` trains them by Algorithm 1 with EMA, checkpoints, resume, CSV
 metrics and a time budget. :func:`load_checkpoint` and :func:`state_dicts`
 and :func:`draw_samples` read what it wrote without importing Lightning (the other names import it
-on first use).
+on first use); a missing, empty, damaged or foreign file raises :class:`CheckpointError` naming it.
 """
 
 from importlib import import_module
 
-from .checkpoint import load_checkpoint, state_dicts
+from .checkpoint import CheckpointError, CheckpointNotFoundError, load_checkpoint, read_torch_file, state_dicts
 from .config import FitConfig
 from .sampling import Samples, draw_samples
 
@@ -25,7 +25,8 @@ _LAZY = {
     "fit": "run",
 }
 
-__all__ = sorted([*_LAZY, "FitConfig", "Samples", "draw_samples", "load_checkpoint", "state_dicts"])
+__all__ = sorted([*_LAZY, "CheckpointError", "CheckpointNotFoundError", "FitConfig", "Samples", "draw_samples",
+                  "load_checkpoint", "read_torch_file", "state_dicts"])
 
 
 def __getattr__(name):

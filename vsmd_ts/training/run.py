@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from vsmd_ts.diffusion import AlternationSchedule, ScoreModel, VariationalScoreUpdater, VSMDObjective
 
 from .callbacks import EMA, EveryNSteps, LogRows, ResumableCSVLogger, SaveOnStop, last_checkpoint
-from .checkpoint import load_checkpoint
+from .checkpoint import check_resume_checkpoint
 from .config import FitConfig
 from .module import DiffusionModule, StepBatches
 from .precision import resolve_precision
@@ -131,7 +131,7 @@ def fit(
         ckpt_path = str(last_checkpoint(out))
     elif resume not in (True, False, None, ""):
         ckpt_path = str(resume)
-    start = _peek_step(ckpt_path)
+    start = _start_step(ckpt_path, module)
     loader = DataLoader(StepBatches(batch_fn, start), batch_size=None)
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
@@ -142,5 +142,9 @@ def fit(
     )
 
 
-def _peek_step(ckpt_path: Optional[str]) -> int:
-    return int(load_checkpoint(ckpt_path)["global_step"]) if ckpt_path else 0
+def _start_step(ckpt_path: Optional[str], module: DiffusionModule) -> int:
+    """The step a run resumes at; :class:`CheckpointError` for a damaged or foreign checkpoint (before Lightning)."""
+    if not ckpt_path:
+        return 0
+    ckpt = check_resume_checkpoint(ckpt_path, module, advice="train without resuming, or in another output folder")
+    return int(ckpt["global_step"])
