@@ -461,13 +461,13 @@ class VSMDModel(nn.Module):
         ceil(h / season_length)`` seasons ahead, ``C`` the covariance ``(D, D)``
         of the lag-``season_length`` differences over the whole past window
         (``context_length + max(lags_seq)`` steps; differences where any
-        series is unobserved are left out). With ``season_length=1`` it is a
-        random walk whose steps do not accumulate within a season.
+        series is unobserved are left out). With ``season_length=1``, or a past
+        window no longer than a season, the season is one step: the last value
+        plus noise that grows with each step.
         """
         S = num_parallel_samples or self.num_parallel_samples
-        P, H, s = self._past_length, self.prediction_length, self.season_length
-        if s >= P:
-            raise ValueError(f"season_length {s} needs a past window longer than a season, got {P} steps")
+        P, H = self._past_length, self.prediction_length
+        s = self.season_length if self.season_length < P else 1
         _, _, levels, obs = self._modelled(past_target, past_observed_values)
         levels, obs = levels[:, :P].double(), obs[:, :P].double()
         diff = levels[:, s:] - levels[:, :-s]
