@@ -250,12 +250,13 @@ class VSMDLightningModule(pl.LightningModule):
         return val_loss
 
     def on_train_end(self) -> None:
-        # the end-of-training A diagnostic of the core: logged, not raised (the run is over)
+        # the end-of-training A diagnostic of the core, kept in self.A_status and logged at INFO: the forecasts do not
+        # need A at its fixed point (the score network is trained for whatever A is), so there is nothing to act on
         statuses = [o.A_status(warn=False) for o in self.objectives]
         # the least settled member speaks for the ensemble
         self.A_status = next((st for st in statuses if st is not None and not st["converged"]), statuses[0])
         if self.A_status is not None and not self.A_status["converged"]:
-            logger.warning(
+            logger.info(
                 "A is still moving at the end of training (last change %.3g, distance to the minimiser of the last "
                 "forward phase %.3g): more A phases, or larger A steps (A_lr) with A_update='gradient', would let it settle",
                 self.A_status["last_change"], self.A_status["gap"],
