@@ -11,7 +11,7 @@ unchanged. Torch's generator (diffusion times and noise) gets a stream of its
 own on each rank > 0, so the ranks' shares are perturbed independently.
 Single-process training is untouched, bit for bit.
 
-(The fourth session's version gave each rank its own windows and a full batch: a
+(The version up to commit f3eec66 gave each rank its own windows and a full batch: a
 2-process run then saw twice the windows per step and forecast worse on exchange
 than one process; benchmarks/results_scaling.md, section 3.)
 """

@@ -33,7 +33,7 @@ WHITEN_WINDOW = 20
 # scaling="auto" whitens up to this many series (O(D^3) per window stays cheap), else scales each series ("std")
 WHITEN_MAX_DIM = 64
 # default sampler, steps per forecast step and time-grid spacing: chosen on exchange validation windows by the
-# rule in benchmarks/results_samplers.md (fifth session); <= 1.7 % covariance error at 20 NFE on exact scores
+# rule in benchmarks/results_samplers.md (2026-11-24); <= 1.7 % covariance error at 20 NFE on exact scores
 SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO = "sde_pc2", 20, 2.0
 # estimator default of naive_share: a quarter of the forecast paths from the naive forecast (the whitened random walk
 # of increments, the seasonal naive of levels); chosen on validation windows (benchmarks/RESULTS.md)

@@ -6,7 +6,7 @@ the weights, the optimiser and everything written in float64 (the
 transition moments, the whitening) as they are. Whether it pays depends on
 the CPU, not on a flag one can read: on the AMD EPYC of our development VM
 an electricity-shaped training step took 0.24-0.31 s against 0.57-0.76 s in
-float32 (2 threads), on an Intel Xeon of an earlier session it was slower
+float32 (2 threads), on an Intel Xeon (2026-11-23) it was slower
 than float32. So ``"auto"`` times one bfloat16 and one float32 matrix
 product of a denoiser's size once per process and thread count, and takes
 bfloat16 only when it is at least :data:`BF16_MIN_SPEEDUP` times faster.
