@@ -19,6 +19,7 @@ CONFIGS = {
     "electricity_nips": {"estimator": {"hidden_size": 128, "denoiser_hidden": 512}},
     "solar_nips": {"estimator": {"hidden_size": 128, "denoiser_hidden": 256}},
     "etth1": {"estimator": {}},
+    "csv": {"estimator": {}},  # a CSV given by path (--csv): the estimator's defaults
 }
 
 # --quick: exchange end to end in a few minutes on 2 CPU cores (smoke checks only).

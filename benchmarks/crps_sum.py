@@ -66,6 +66,11 @@ DATASETS = ["exchange_rate_nips", "electricity_nips", "solar_nips", "etth1"]
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="exchange_rate_nips", choices=DATASETS)
+    p.add_argument("--csv", default=None,
+                   help="a wide CSV instead of --dataset (time column + one column per series): 60 / 20 / 20 %% of its "
+                        "rows train / validate / test, a window every --prediction-length rows; needs --prediction-length")
+    p.add_argument("--prediction-length", type=int, default=None, help="horizon of a --csv dataset")
+    p.add_argument("--freq", default=None, help="frequency of a --csv dataset (default: inferred)")
     p.add_argument("--sde", nargs="+", default=SDES, choices=SDES + BASELINES,
                    help="models to run: SDEs and/or the naive baselines 'rw' (Gaussian random walk) and "
                         "'snaive' (seasonal naive; season and window chosen on validation)")
@@ -105,7 +110,23 @@ def parse_args(argv=None):
                    help="also write every evaluation's sample paths to <out>/samples/<run>_<sampler>-<steps>.npz "
                         "(samples: windows x paths x H x D, truth: windows x H x D, last: windows x D)")
     p.add_argument("--single", nargs=2, metavar=("SDE", "SEED"), help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.csv is not None:
+        if args.prediction_length is None:
+            p.error("--csv needs --prediction-length")
+        args.dataset = Path(args.csv).stem.lower()
+    return args
+
+
+def load_data(args, seed: int = 0):
+    """The dataset of ``args``: ``--csv``, ``--synthetic-like`` or ``--dataset``."""
+    from vsmd_ts.timeseries.data import load_benchmark, load_csv_dataset, synthetic_like
+
+    if args.synthetic_like:
+        return synthetic_like(args.synthetic_like, seed=seed)
+    if args.csv:
+        return load_csv_dataset(args.csv, args.prediction_length, freq=args.freq)
+    return load_benchmark(args.dataset, args.data_dir, not args.no_download)
 
 
 def _value(text: str):
@@ -137,11 +158,8 @@ def machine() -> dict:
 
 def load_split(args, seed: int):
     """``(data, train, test)`` for ``args.split``: validation = ``--val-windows`` windows carved from the training range."""
-    from vsmd_ts.timeseries.data import load_benchmark, synthetic_like
-
     synthetic = args.synthetic_like is not None
-    dataset = args.synthetic_like or args.dataset
-    data = synthetic_like(dataset, seed=seed) if synthetic else load_benchmark(dataset, args.data_dir, not args.no_download)
+    data = load_data(args, seed)
     train, test = data.train, data.test
     if args.split == "validation" and not synthetic:
         train, test = validation_split(data, args.val_windows, args.val_end)
@@ -196,7 +214,7 @@ def run_one(args, sde: str, seed: int) -> dict:
     dataset = args.synthetic_like or args.dataset
     data, train, test = load_split(args, seed)
 
-    cfg = config_for(dataset, sde, args.quick)
+    cfg = config_for("csv" if args.csv else dataset, sde, args.quick)
     for item in args.set:
         key, _, text = item.partition("=")
         if key in ("max_epochs", "num_samples"):
@@ -448,11 +466,11 @@ def main(argv=None):
         return 0
     if not args.synthetic_like:
         # fail early, in the parent, with the loader's clear message
-        from vsmd_ts.timeseries.data import DatasetNotFoundError, load_benchmark
+        from vsmd_ts.timeseries.data import DatasetNotFoundError
 
         try:
-            load_benchmark(args.dataset, args.data_dir, not args.no_download)
-        except DatasetNotFoundError as err:
+            load_data(args)
+        except (DatasetNotFoundError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     jobs = [(sde, seed) for sde in args.sde for seed in args.seeds]
