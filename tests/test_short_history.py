@@ -159,9 +159,9 @@ def test_gluonts_generic_estimator_checks():
     assert copy == predictor
     test = [{"start": freq_start, "target": np.ones((D, 250), dtype=np.float32), "item_id": "longer"},
             {"start": freq_start + 500, "target": 2 * np.ones((D, 7), dtype=np.float32), "item_id": "shorter"},
-            {"start": freq_start + 900, "target": 3 * np.ones((D, 100), dtype=np.float32), "item_id": "c"}]
+            {"start": freq_start + 900, "target": 3 * np.ones((D, 100), dtype=np.float32)}]
     forecasts = list(copy.predict(test))
-    assert [f.item_id for f in forecasts] == ["longer", "shorter", "c"]
+    assert [f.item_id for f in forecasts] == ["longer", "shorter", None]
     assert [f.start_date for f in forecasts] == [freq_start + 250, freq_start + 507, freq_start + 1000]
     for f, level in zip(forecasts, [1, 2, 3]):
         assert f.samples.shape == (5, H, D) and np.isfinite(f.samples).all()

@@ -129,7 +129,8 @@ class CheckMultivariateTarget(MapTransformation):
     estimator's, that no value is infinite (or too large for float32), and
     at prediction time that every series has an observed (non-NaN) value in
     the context window. NaNs are otherwise fine: the observed-value mask
-    removes them from the loss and the scaler.
+    removes them from the loss and the scaler. Gives the entry ``item_id``
+    and ``info`` fields (``None`` when it has none), which forecasts carry.
 
     Parameters
     ----------
@@ -174,6 +175,10 @@ class CheckMultivariateTarget(MapTransformation):
                     f"entry {item}: series {empty.tolist()} have no observed (non-NaN) value in the last "
                     f"context_length = {self.context_length} steps, so there is no level to forecast from"
                 )
+        # forecasts carry the entry's item_id and info (GluonTS's FieldName.INFO); None where absent, so that a
+        # batch mixing entries with and without them stacks (GluonTS's batchify takes the first entry's keys)
+        data.setdefault(FieldName.ITEM_ID, None)
+        data.setdefault(FieldName.INFO, None)
         return data
 
     def _check_shape(self, target: np.ndarray, item, is_train: bool) -> None:

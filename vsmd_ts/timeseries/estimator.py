@@ -163,6 +163,9 @@ class VSMDEstimator(PyTorchLightningEstimator):
     (see :class:`ContextInstanceSampler`); longer ones give full contexts
     only.
 
+    Forecasts carry their entry's ``item_id`` and ``info`` fields (``None``
+    where absent), as GluonTS's predictors do.
+
     Parameters
     ----------
     freq
@@ -403,7 +406,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         return Chain(
             [
                 self._check_transform(),
-                SelectFields([FieldName.ITEM_ID, FieldName.START, FieldName.TARGET], allow_missing=True),
+                SelectFields([FieldName.ITEM_ID, FieldName.INFO, FieldName.START, FieldName.TARGET], allow_missing=True),
                 AsNumpyArray(field=FieldName.TARGET, expected_ndim=2),
                 AddObservedValuesIndicator(target_field=FieldName.TARGET, output_field=FieldName.OBSERVED_VALUES),
                 AddTimeFeatures(
