@@ -470,16 +470,18 @@ class VSMDModel(nn.Module):
         P = self._past_length
         _, _, levels, obs = self._modelled(past_target, past_observed_values)
         levels, obs = levels[:, :P].double(), obs[:, :P].double()
-        base, root, seasons = self._naive_moments(levels, obs, 1)
-        if self.season_length > 1:
-            # the history starts at the window's first observed step: a short series is left-padded
-            seen = obs.amax(-1) > 0  # (B, P)
-            first = torch.where(seen, torch.arange(P, device=seen.device), P).amin(1)
-            use = (P - first > self.season_length)[:, None, None]  # more than a season of history
-            if bool(use.any()):
-                moments = self._naive_moments(levels, obs, self.season_length)
-                base, root = torch.where(use, moments[0], base), torch.where(use, moments[1], root)
-                seasons = torch.where(use, moments[2], seasons)
+        # the history starts at the window's first observed step: a short series is left-padded
+        seen = obs.amax(-1) > 0  # (B, P)
+        first = torch.where(seen, torch.arange(P, device=seen.device), P).amin(1)
+        use = (P - first > self.season_length)[:, None, None]  # more than a season of history
+        if self.season_length == 1 or not bool(use.any()):
+            base, root, seasons = self._naive_moments(levels, obs, 1)
+        else:
+            base, root, seasons = self._naive_moments(levels, obs, self.season_length)
+            if not bool(use.all()):
+                last = self._naive_moments(levels, obs, 1)
+                base, root = torch.where(use, base, last[0]), torch.where(use, root, last[1])
+                seasons = torch.where(use, seasons, last[2])
         z = torch.randn(levels.shape[0], S, self.prediction_length, levels.shape[-1], dtype=torch.float64,
                         device=past_target.device)
         return (base[:, None] + seasons[:, None, :, :] * z @ root[:, None].transpose(-1, -2)).to(past_target.dtype)
