@@ -2,6 +2,9 @@
 prediction, down to MIN_HISTORY = 2 steps; GluonTS's generic estimator checks (other lengths at prediction,
 validation data, a serialised round trip, item_id carried through)."""
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -150,9 +153,6 @@ def test_gluonts_generic_estimator_checks():
              {"start": freq_start + 500, "target": 2 * np.ones((D, 100), dtype=np.float32), "item_id": "b"}]
     estimator = tiny(context_length=C, lags_seq=LAGS, ensemble_size=1)
     predictor = estimator.train(training_data=train, validation_data=train, shuffle_buffer_length=5)
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as folder:
         predictor.serialize(Path(folder))
         copy = Predictor.deserialize(Path(folder))
