@@ -139,10 +139,11 @@ def test_bad_inputs_raise_clear_errors():
     predictor = tiny(trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False)).train(dataset(signal()[:, :-H]))
     with pytest.raises(ValueError, match="target_dim=3"):
         list(predictor.predict(dataset(signal(D=4))))
-    with pytest.raises(ValueError, match="shorter than context_length"):
-        list(predictor.predict(dataset(signal()[:, :8])))
-    with pytest.raises(ValueError, match="shorter than context_length \\+ prediction_length"):
-        tiny().train(dataset(signal()[:, :15]))
+    with pytest.raises(ValueError, match="series of length 1 is shorter than the minimum of 2"):
+        list(predictor.predict(dataset(signal()[:, :1])))
+    with pytest.raises(ValueError, match="series of length 7 is shorter than the minimum of 8 \\(2 steps of history "
+                                         "\\+ prediction_length = 6\\)"):
+        tiny().train(dataset(signal()[:, :7]))
     univariate = ListDataset([{"start": START, "target": signal()[0]}], freq="h")
     with pytest.raises(ValueError, match="MultivariateGrouper"):
         tiny().train(univariate)

@@ -15,12 +15,19 @@ from gluonts.transform import MapTransformation
 
 __all__ = [
     "CheckMultivariateTarget",
+    "MIN_HISTORY",
     "PositiveWholeNumber",
     "SeedNumber",
     "check_num_samples",
     "check_options",
     "check_training_data",
 ]
+
+
+# the fewest time steps a series may have before its forecast (and before a training window's horizon): two levels
+# give one increment, the least from which the scale of a series' increments (and the spread of its levels) can
+# be taken; with fewer the scale falls back to its floor and forecasts lose their units
+MIN_HISTORY = 2
 
 
 class PositiveWholeNumber(int):
@@ -122,29 +129,35 @@ class CheckMultivariateTarget(MapTransformation):
     estimator's, that no value is infinite (or too large for float32), and
     at prediction time that every series has an observed (non-NaN) value in
     the context window. NaNs are otherwise fine: the observed-value mask
-    removes them from the loss and the scaler.
+    removes them from the loss and the scaler. Gives the entry ``item_id``
+    and ``info`` fields (``None`` when it has none), which forecasts carry.
 
     Parameters
     ----------
     target_dim
         Expected number of series (rows of the target).
     min_length
-        Minimum number of time steps: ``context_length``, the window that
-        prediction reads.
+        Minimum number of time steps before a forecast (the estimator passes
+        :data:`MIN_HISTORY`; shorter contexts are left-padded as unobserved).
     min_train_extra
         Extra steps required for training data (``prediction_length``).
     freq
         The estimator's frequency; entries whose ``start`` is a
         ``pandas.Period`` of another frequency are rejected. ``None`` skips
         the check.
+    context_length
+        The window whose last steps must hold an observed value of every
+        series at prediction (default ``min_length``).
     """
 
     @validated()
-    def __init__(self, target_dim: int, min_length: int, min_train_extra: int = 0, freq: Optional[str] = None) -> None:
+    def __init__(self, target_dim: int, min_length: int, min_train_extra: int = 0, freq: Optional[str] = None,
+                 context_length: Optional[int] = None) -> None:
         self.target_dim = target_dim
         self.min_length = min_length
         self.min_train_extra = min_train_extra
         self.freq = freq
+        self.context_length = context_length or min_length
 
     def map_transform(self, data: Dict[str, Any], is_train: bool) -> Dict[str, Any]:
         item = data.get(FieldName.ITEM_ID, "(no item_id)")
@@ -155,13 +168,17 @@ class CheckMultivariateTarget(MapTransformation):
         self._check_freq(data.get(FieldName.START), item)
         self._check_finite(target, data.get(FieldName.START), item)
         if not is_train:
-            context = target[:, -self.min_length :]
+            context = target[:, -self.context_length :]
             empty = np.flatnonzero(np.isnan(context).all(axis=1))
             if empty.size:
                 raise ValueError(
                     f"entry {item}: series {empty.tolist()} have no observed (non-NaN) value in the last "
-                    f"context_length = {self.min_length} steps, so there is no level to forecast from"
+                    f"context_length = {self.context_length} steps, so there is no level to forecast from"
                 )
+        # forecasts carry the entry's item_id and info (GluonTS's FieldName.INFO); None where absent, so that a
+        # batch mixing entries with and without them stacks (GluonTS's batchify takes the first entry's keys)
+        data.setdefault(FieldName.ITEM_ID, None)
+        data.setdefault(FieldName.INFO, None)
         return data
 
     def _check_shape(self, target: np.ndarray, item, is_train: bool) -> None:
@@ -179,12 +196,14 @@ class CheckMultivariateTarget(MapTransformation):
                 f"entry {item}: target has {target.shape[0]} series but the model was built with "
                 f"target_dim={self.target_dim}; train and predict on data with the same number of series"
             )
-        need = self.min_length + (self.min_train_extra if is_train else 0)
+        extra = self.min_train_extra if is_train else 0
+        need = self.min_length + extra
         if target.shape[1] < need:
-            what = "context_length + prediction_length" if is_train and self.min_train_extra else "context_length"
+            what = f"{self.min_length} steps of history"
+            what += f" + prediction_length = {extra}" if extra else ""
             raise ValueError(
-                f"entry {item}: series of length {target.shape[1]} is shorter than {what} = {need}; "
-                "use a shorter context_length or longer series"
+                f"entry {item}: series of length {target.shape[1]} is shorter than the minimum of {need} ({what}); "
+                f"{'training' if is_train else 'a forecast'} needs longer series"
             )
 
     def _as_period(self, start: Any, item) -> Any:

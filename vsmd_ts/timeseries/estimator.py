@@ -4,9 +4,10 @@ import contextlib
 import logging
 import tempfile
 import warnings
-from typing import Any, Dict, Iterable, Iterator, List, Literal, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Literal, Optional, Tuple
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from gluonts.core.component import validated
 from gluonts.dataset.common import Dataset
@@ -36,14 +37,14 @@ from vsmd_ts.diffusion import AlternationSchedule, default_kwargs, get_sampler, 
 from vsmd_ts.training.checkpoint import check_resume_checkpoint
 from vsmd_ts.training.precision import resolve_precision
 
-from .checks import CheckMultivariateTarget, PositiveWholeNumber, SeedNumber, check_options, check_training_data
+from .checks import MIN_HISTORY, CheckMultivariateTarget, PositiveWholeNumber, SeedNumber, check_options, check_training_data
 from .distributed import RankSeededLoader
 from .features import choose_target, default_lags, is_sub_daily, normalize_freq, season_length, time_features_for
 from .lightning_module import A_LR, LR, SCHEDULE, WEIGHT_DECAY, VSMDLightningModule
 from .module import NAIVE_SHARE, SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO
 from .predictor import VSMDPredictor
 
-__all__ = ["CheckMultivariateTarget", "VSMDEstimator", "PREDICTION_INPUT_NAMES", "TRAINING_INPUT_NAMES"]
+__all__ = ["CheckMultivariateTarget", "ContextInstanceSampler", "VSMDEstimator", "PREDICTION_INPUT_NAMES", "TRAINING_INPUT_NAMES"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,23 @@ def _quiet_fit():
         yield
 
 
+class ContextInstanceSampler(ExpectedNumInstanceSampler):
+    """GluonTS's ``ExpectedNumInstanceSampler`` for series of any length from ``min_history + min_future`` steps.
+
+    A series that can give ``min_past`` (the context length) steps of history
+    before a window's horizon gives windows with full contexts only, as
+    ``ExpectedNumInstanceSampler`` does; a shorter one gives every window
+    with at least ``min_history`` steps of history, its context left-padded
+    (as unobserved) by the instance splitter, as at prediction.
+    """
+
+    min_history: int = MIN_HISTORY
+
+    def _get_bounds(self, ts: np.ndarray) -> Tuple[int, int]:
+        a, b = super()._get_bounds(ts)
+        return (a if b >= a else min(a, self.min_history)), b
+
+
 def _sde_defaults(sde: str, beta: Optional[float], damping_ratio: Optional[float], **kwargs):
     """``(beta, damping_ratio)`` with the registry's defaults filled in; ``ValueError`` for an invalid combination.
 
@@ -131,6 +149,22 @@ class VSMDEstimator(PyTorchLightningEstimator):
     an empty dataset, a frequency other than the data's and (at prediction)
     a context with no observed value raise ``ValueError`` naming the series
     and time index.
+
+    Short histories: a series needs at least 2 time steps before a forecast
+    (:data:`~vsmd_ts.timeseries.checks.MIN_HISTORY`: two levels give one
+    increment, the least from which a series' scale can be taken), so
+    training entries need ``2 + prediction_length`` steps and prediction
+    entries 2; shorter entries raise ``ValueError`` naming the entry, its
+    length and the minimum. A history shorter than the model's window
+    (``context_length + max(lags_seq)`` steps) is left-padded with values
+    marked unobserved, as GluonTS's models do: the scale, whitening and
+    naive forecasts use only the observed steps. Series too short for a full
+    context give training windows with every history length from 2 steps
+    (see :class:`ContextInstanceSampler`); longer ones give full contexts
+    only.
+
+    Forecasts carry their entry's ``item_id`` and ``info`` fields (``None``
+    where absent), as GluonTS's predictors do.
 
     Parameters
     ----------
@@ -257,7 +291,10 @@ class VSMDEstimator(PyTorchLightningEstimator):
         each batch (see ``batch_size``), so the schedule and learning rate
         need no change with the number of processes.
     train_sampler, validation_sampler
-        GluonTS instance samplers.
+        GluonTS instance samplers (default: :class:`ContextInstanceSampler`, one window per series and pass
+        on average, and the last window of each validation series). Pass
+        ``ExpectedNumInstanceSampler(num_instances=1.0, min_past=2, min_future=prediction_length)`` to train
+        long series on padded, short contexts too, as GluonTS's DeepAR does.
     seed
         Seeds Python, NumPy and torch before training (reproducible runs); an integer in ``[0, 2**32 - 1]``.
     progress
@@ -356,19 +393,20 @@ class VSMDEstimator(PyTorchLightningEstimator):
             sign_symmetry=sign_symmetry, naive_share=naive_share)
         self.batch_size, self.num_batches_per_epoch, self.seed = batch_size, num_batches_per_epoch, seed
         self.data_target: Optional[str] = None  # what target="auto" chose on the last training data
-        self.train_sampler = train_sampler or ExpectedNumInstanceSampler(
+        self.train_sampler = train_sampler or ContextInstanceSampler(
             num_instances=1.0, min_past=self.context_length, min_future=prediction_length)
         self.validation_sampler = validation_sampler or ValidationSplitSampler(min_future=prediction_length)
 
     # -------------------------------------------------------------- pipeline
     def _check_transform(self) -> CheckMultivariateTarget:
-        return CheckMultivariateTarget(self.target_dim, self.context_length, self.prediction_length, self.freq)
+        return CheckMultivariateTarget(self.target_dim, MIN_HISTORY, self.prediction_length, self.freq,
+                                       context_length=self.context_length)
 
     def create_transformation(self) -> Transformation:
         return Chain(
             [
                 self._check_transform(),
-                SelectFields([FieldName.ITEM_ID, FieldName.START, FieldName.TARGET], allow_missing=True),
+                SelectFields([FieldName.ITEM_ID, FieldName.INFO, FieldName.START, FieldName.TARGET], allow_missing=True),
                 AsNumpyArray(field=FieldName.TARGET, expected_ndim=2),
                 AddObservedValuesIndicator(target_field=FieldName.TARGET, output_field=FieldName.OBSERVED_VALUES),
                 AddTimeFeatures(

@@ -461,15 +461,35 @@ class VSMDModel(nn.Module):
         ceil(h / season_length)`` seasons ahead, ``C`` the covariance ``(D, D)``
         of the lag-``season_length`` differences over the whole past window
         (``context_length + max(lags_seq)`` steps; differences where any
-        series is unobserved are left out). With ``season_length=1``, or a past
-        window no longer than a season, the season is one step: the last value
+        series is unobserved are left out). With ``season_length=1``, or no more
+        than a season of history (from the window's first observed step: a
+        short series is left-padded), the season is one step: the last value
         plus noise that grows with each step.
         """
         S = num_parallel_samples or self.num_parallel_samples
-        P, H = self._past_length, self.prediction_length
-        s = self.season_length if self.season_length < P else 1
+        P = self._past_length
         _, _, levels, obs = self._modelled(past_target, past_observed_values)
         levels, obs = levels[:, :P].double(), obs[:, :P].double()
+        # the history starts at the window's first observed step: a short series is left-padded
+        seen = obs.amax(-1) > 0  # (B, P)
+        first = torch.where(seen, torch.arange(P, device=seen.device), P).amin(1)
+        use = (P - first > self.season_length)[:, None, None]  # more than a season of history
+        if self.season_length == 1 or not bool(use.any()):
+            base, root, seasons = self._naive_moments(levels, obs, 1)
+        else:
+            base, root, seasons = self._naive_moments(levels, obs, self.season_length)
+            if not bool(use.all()):
+                last = self._naive_moments(levels, obs, 1)
+                base, root = torch.where(use, base, last[0]), torch.where(use, root, last[1])
+                seasons = torch.where(use, seasons, last[2])
+        z = torch.randn(levels.shape[0], S, self.prediction_length, levels.shape[-1], dtype=torch.float64,
+                        device=past_target.device)
+        return (base[:, None] + seasons[:, None, :, :] * z @ root[:, None].transpose(-1, -2)).to(past_target.dtype)
+
+    def _naive_moments(self, levels, obs, s: int) -> tuple:
+        """Base ``(B, H, D)``, noise root ``(B, D, D)`` and noise multiplier ``(B, H, 1)`` of the Gaussian naive
+        forecast with a season of ``s`` steps, from float64 ``levels`` and ``obs`` ``(B, P, D)`` (``s < P``)."""
+        P, H = levels.shape[1], self.prediction_length
         diff = levels[:, s:] - levels[:, :-s]
         both = (obs[:, s:] * obs[:, :-s]).prod(-1, keepdim=True)  # (B, P - s, 1): every series observed
         n = both.sum(1, keepdim=True).clamp_min(2)
@@ -477,11 +497,10 @@ class VSMDModel(nn.Module):
         cov = dev.transpose(1, 2) @ dev / (n - 1)
         evals, evecs = torch.linalg.eigh(cov)
         root = evecs * evals.clamp_min(0).sqrt()[:, None]  # symmetric square root: singular C is fine
-        h = torch.arange(1, H + 1, device=past_target.device)
+        h = torch.arange(1, H + 1, device=levels.device)
         base = levels[:, P - s + (h - 1) % s]  # (B, H, D)
-        seasons = torch.ceil(h / s).double().sqrt()[None, None, :, None]
-        z = torch.randn(levels.shape[0], S, H, levels.shape[-1], dtype=torch.float64, device=past_target.device)
-        return (base[:, None] + seasons * z @ root[:, None].transpose(-1, -2)).to(past_target.dtype)
+        seasons = torch.ceil(h / s).double().sqrt()[None, :, None].expand(levels.shape[0], H, 1)
+        return base, root, seasons
 
     def random_walk(self, past_target, past_observed_values, past_time_feat=None, future_time_feat=None,
                     num_parallel_samples: Optional[int] = None) -> torch.Tensor:
