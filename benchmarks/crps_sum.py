@@ -56,8 +56,6 @@ SDES = list(SDE_NAMES)
 # hyper-parameter (the covariance window) chosen on the validation windows of the training range
 BASELINES = ["rw", "snaive"]
 WINDOW_CANDIDATES = {"rw": [20, 50, 100, 200, 500], "snaive": [168, 336, 672, 1344]}
-# seasonal naive: the season is chosen on validation too, among the data's daily and weekly periods (steps)
-SEASON_CANDIDATES = {"h": [24, 168], "B": [5], "D": [7]}
 # the window is a property of the data, not of the path seed: choose it once, with many paths and a fixed seed
 SELECTION = {"seed": 0, "num_samples": 500}
 DATASETS = ["exchange_rate_nips", "electricity_nips", "solar_nips", "etth1"]
@@ -308,7 +306,11 @@ def baseline_settings(name: str, freq: str) -> list:
     """Candidate settings of a naive baseline: ``(window,)`` or ``(season, window)`` tuples."""
     if name == "rw":
         return [(w,) for w in WINDOW_CANDIDATES["rw"]]
-    seasons = SEASON_CANDIDATES.get(freq, [24])
+    from vsmd_ts.timeseries.features import is_sub_daily, season_length
+
+    # the season is chosen on validation too: the data's main cycle, and for sub-daily data also the week
+    day = season_length(freq)
+    seasons = [day, 7 * day] if is_sub_daily(freq) and day > 1 else [day]
     return [(s, w) for s in seasons for w in WINDOW_CANDIDATES["snaive"]]
 
 
