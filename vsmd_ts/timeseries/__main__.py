@@ -14,6 +14,20 @@ horizons of the CSV from what precedes each and prints the metrics of
 :func:`vsmd_ts.timeseries.metrics.evaluate_forecasts` (train with the same
 ``--holdout`` so that the model has not seen them). Bad input ends with a
 one-line ``error: ...`` and exit status 2.
+
+Covariates: ``train --dynamic-real COL ...`` names columns known ahead (a
+calendar, a weather forecast, a planned price) and ``--past-dynamic-real COL
+...`` columns known only up to the forecast start; they are read, not
+forecast (``VSMDEstimator``'s ``num_feat_dynamic_real`` and
+``num_past_feat_dynamic_real``), standardised with their mean and standard
+deviation over the training rows (saved with the model). For such a model the
+rows after the last row with a target value are future rows: ``train`` and
+``evaluate`` leave them out, and ``forecast`` forecasts the
+``prediction_length`` rows after the last target value, so with
+``--dynamic-real`` the CSV must end with ``prediction_length`` rows whose
+target cells are empty and whose ``--dynamic-real`` cells hold the future
+values (``--past-dynamic-real`` cells may be empty there). Covariate cells
+the model reads must not be empty.
 """
 
 from __future__ import annotations
@@ -48,7 +62,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
     t = sub.add_parser("train", help="train on a CSV and save the predictor")
     csv_args(t)
-    t.add_argument("--columns", nargs="+", help="series to model (default: every column but the time column)")
+    t.add_argument("--columns", nargs="+",
+                   help="series to model (default: every column but the time column and the covariates)")
+    t.add_argument("--dynamic-real", nargs="+", default=[], metavar="COL",
+                   help="covariate columns known ahead, read at every step and not forecast; forecast then needs "
+                        "their values in prediction_length rows after the last target value (see above)")
+    t.add_argument("--past-dynamic-real", nargs="+", default=[], metavar="COL",
+                   help="covariate columns known up to the forecast start only, read over the history")
     t.add_argument("--freq", help="pandas frequency of the rows, e.g. h, 15min, D, B (default: inferred)")
     t.add_argument("--prediction-length", type=int, required=True, help="forecast horizon in steps")
     t.add_argument("--holdout", type=int, default=0, metavar="WINDOWS",
@@ -79,18 +99,84 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def _read(args, layout: Optional[dict] = None):
+    """``values (D, T), start, freq, names, covariates``: ``covariates`` maps ``dynamic_real`` and
+    ``past_dynamic_real`` to ``(F, T)`` arrays of the named columns, as in the CSV (empty cells NaN)."""
     from .data import read_wide_csv
 
     columns = layout["columns"] if layout else getattr(args, "columns", None)
     freq = layout["freq"] if layout else getattr(args, "freq", None)
     time_column = args.time_column or (layout or {}).get("time_column")
-    return read_wide_csv(args.csv, time_column=time_column, columns=columns, freq=freq)
+    kinds = {kind: list((layout or {}).get(kind, [])) if layout else list(getattr(args, kind, []))
+             for kind in _COVARIATES}
+    covariates = [c for kind in _COVARIATES for c in kinds[kind]]
+    for name in set(covariates):
+        if covariates.count(name) > 1 or (columns and name in columns):
+            raise ValueError(f"column {name!r} is named twice among the series (--columns) and the covariates")
+    values, start, freq, names = read_wide_csv(args.csv, time_column=time_column, freq=freq,
+                                               columns=list(columns) + covariates if columns else None)
+    missing = [c for c in covariates if c not in names]
+    if missing:
+        raise ValueError(f"{args.csv}: no column {', '.join(map(repr, missing))}; columns are {names}")
+    rows = {name: i for i, name in enumerate(names)}
+    series = [name for name in names if name not in covariates]
+    if not series:
+        raise ValueError(f"{args.csv}: no series column besides the time column and the covariates")
+    found = {kind: values[[rows[c] for c in kinds[kind]]] for kind in _COVARIATES}
+    return values[[rows[name] for name in series]], start, freq, series, found
 
 
-def _dataset(values: np.ndarray, start, freq: str, ends: List[int]):
+_COVARIATES = {"dynamic_real": "feat_dynamic_real", "past_dynamic_real": "past_feat_dynamic_real"}
+
+
+def _history_rows(values: np.ndarray, path) -> int:
+    """Rows up to the last one with a target value; the rows after it are future rows."""
+    seen = np.flatnonzero(np.isfinite(values).any(axis=0))
+    if not seen.size:
+        raise ValueError(f"{path}: no target value in any row")
+    return int(seen[-1]) + 1
+
+
+def _mean_std(column: np.ndarray) -> List[float]:
+    """``[mean, standard deviation]`` of the filled cells (``[0, 1]`` for none, a deviation of 0 taken as 1)."""
+    filled = column[np.isfinite(column)].astype(np.float64)
+    if not filled.size:
+        return [0.0, 1.0]
+    std = float(filled.std())
+    return [float(filled.mean()), std if std > 0 else 1.0]
+
+
+def _standardised(covariates: dict, layout: dict, rows: dict, path) -> dict:
+    """Each covariate column standardised with the training rows' mean and standard deviation (``layout``),
+    after checking that none of its first ``rows[kind]`` cells is empty."""
+    out = {}
+    for kind, values in covariates.items():
+        for name, column in zip(layout.get(kind, []), values):
+            empty = np.flatnonzero(~np.isfinite(column[: rows[kind]]))
+            if empty.size:
+                raise ValueError(f"{path}: covariate column {name!r}, line {int(empty[0]) + 2}: empty; the model "
+                                 f"reads it in the first {rows[kind]} rows")
+        mean, std = np.array([layout["covariate_scaling"][name] for name in layout.get(kind, [])]).reshape(-1, 2).T
+        out[kind] = ((values[:, : rows[kind]] - mean[:, None]) / std[:, None]).astype(np.float32)
+    return out
+
+
+def _has_covariates(layout: dict) -> bool:
+    return any(layout.get(kind) for kind in _COVARIATES)
+
+
+def _dataset(values: np.ndarray, start, freq: str, ends: List[int], covariates: Optional[dict] = None,
+             horizon: int = 0):
+    """One entry per end: the target's first ``end`` rows, the covariates known ahead up to ``end + horizon``."""
     from gluonts.dataset.common import ListDataset
 
-    return ListDataset([{"start": start, "target": values[:, :end]} for end in ends], freq=freq, one_dim_target=False)
+    def entry(end):
+        out = {"start": start, "target": values[:, :end]}
+        for kind, field in _COVARIATES.items():
+            if covariates is not None and covariates[kind].shape[0]:
+                out[field] = covariates[kind][:, : end + (horizon if kind == "dynamic_real" else 0)]
+        return out
+
+    return ListDataset([entry(end) for end in ends], freq=freq, one_dim_target=False)
 
 
 def _load(model: str):
@@ -108,21 +194,28 @@ def _load(model: str):
 def train(args) -> int:
     from . import VSMDEstimator
 
-    values, start, freq, names = _read(args)
+    values, start, freq, names, covariates = _read(args)
     H = args.prediction_length
     if H < 1 or args.holdout < 0:
         raise ValueError(f"--prediction-length must be positive and --holdout >= 0, got {H} and {args.holdout}")
-    end = values.shape[1] - args.holdout * H
+    declared = {kind: list(getattr(args, kind)) for kind in _COVARIATES if getattr(args, kind)}
+    end = (_history_rows(values, args.csv) if declared else values.shape[1]) - args.holdout * H
     kwargs = dict(kv.partition("=")[::2] for kv in args.set)
     kwargs = {k: _value(v) for k, v in kwargs.items()}
     if args.epochs:
         kwargs["trainer_kwargs"] = {**kwargs.get("trainer_kwargs", {}), "max_epochs": args.epochs}
+    if declared:
+        kwargs.update(num_feat_dynamic_real=len(args.dynamic_real),
+                      num_past_feat_dynamic_real=len(args.past_dynamic_real))
+        declared["covariate_scaling"] = {name: _mean_std(column[: max(end, 0)]) for kind in declared
+                                         for name, column in zip(declared[kind], covariates[kind])}
+        covariates = _standardised(covariates, declared, {kind: max(end, 0) for kind in _COVARIATES}, args.csv)
     estimator = VSMDEstimator(freq=freq, prediction_length=H, target_dim=len(names), seed=args.seed, **kwargs)
-    predictor = estimator.train(_dataset(values, start, freq, [end]))
+    predictor = estimator.train(_dataset(values, start, freq, [end], covariates if declared else None))
     out = Path(args.out)
     predictor.serialize(out)
     layout = {"columns": names, "freq": freq, "time_column": args.time_column, "prediction_length": H,
-              "trained_rows": end, "target": estimator.resolved_kwargs()[0]["target"]}
+              "trained_rows": end, "target": estimator.resolved_kwargs()[0]["target"], **declared}
     (out / LAYOUT).write_text(json.dumps(layout, indent=1))
     print(f"trained on rows [0, {end}) of {args.csv} ({len(names)} series, freq {freq}, modelled as "
           f"{layout['target']}); predictor saved to {out}")
@@ -134,11 +227,23 @@ def forecast(args) -> int:
     import torch
 
     predictor, layout = _load(args.model)
-    values, start, freq, names = _read(args, layout)
+    values, start, freq, names, covariates = _read(args, layout)
     if not all(0 < q < 1 for q in args.quantiles):
         raise ValueError(f"--quantiles must lie in (0, 1), got {args.quantiles}")
+    T = values.shape[1]
+    if _has_covariates(layout):
+        T, H, known = _history_rows(values, args.csv), layout["prediction_length"], layout.get("dynamic_real", [])
+        if known and values.shape[1] < T + H:
+            raise ValueError(
+                f"{args.csv}: the model reads the covariates {known} over the {H} steps to forecast, but only "
+                f"{values.shape[1] - T} row(s) follow line {T + 1}, the last with a target value: add {H} rows "
+                f"with empty target cells and the future values of {', '.join(map(repr, known))}")
+        covariates = _standardised(covariates, layout, {"dynamic_real": T + H, "past_dynamic_real": T}, args.csv)
+        values = values[:, :T]
     torch.manual_seed(args.seed)
-    (fc,) = list(predictor.predict(_dataset(values, start, freq, [values.shape[1]]), num_samples=args.num_samples))
+    data = _dataset(values, start, freq, [T], covariates if _has_covariates(layout) else None,
+                    horizon=layout["prediction_length"])
+    (fc,) = list(predictor.predict(data, num_samples=args.num_samples))
     S, H, D = fc.samples.shape
     times = pd.period_range(fc.start_date, periods=H, freq=freq).to_timestamp()
     qs = np.quantile(fc.samples, args.quantiles, axis=0)  # (Q, H, D)
@@ -168,8 +273,12 @@ def evaluate(args) -> int:
     from .metrics import evaluate_forecasts
 
     predictor, layout = _load(args.model)
-    values, start, freq, names = _read(args, layout)
+    values, start, freq, names, covariates = _read(args, layout)
     H, T = layout["prediction_length"], values.shape[1]
+    if _has_covariates(layout):
+        T = _history_rows(values, args.csv)
+        covariates = _standardised(covariates, layout, {kind: T for kind in _COVARIATES}, args.csv)
+        values = values[:, :T]
     if args.windows < 1 or T - args.windows * H < 1:
         raise ValueError(f"--windows must be between 1 and {(T - 1) // H} for {T} rows and horizon {H}")
     if T - args.windows * H < layout["trained_rows"]:
@@ -177,7 +286,8 @@ def evaluate(args) -> int:
               f"windows; train with --holdout {args.windows} for an honest score", file=sys.stderr)
     torch.manual_seed(args.seed)
     ends = [T - k * H for k in range(args.windows - 1, -1, -1)]
-    forecasts, tss = make_evaluation_predictions(_dataset(values, start, freq, ends), predictor, args.num_samples)
+    data = _dataset(values, start, freq, ends, covariates if _has_covariates(layout) else None)
+    forecasts, tss = make_evaluation_predictions(data, predictor, args.num_samples)
     metrics = evaluate_forecasts(list(forecasts), list(tss))
     keys = ["CRPS-Sum", "CRPS", "ProbTS-CRPS", "ProbTS-NMAE", "ND-Sum", "NRMSE-Sum", "energy_score", "coverage_50",
             "coverage_90"]

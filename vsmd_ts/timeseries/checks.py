@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import math
 import warnings
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -16,8 +16,10 @@ from gluonts.transform import MapTransformation
 __all__ = [
     "CheckMultivariateTarget",
     "MIN_HISTORY",
+    "COVARIATE_FIELDS",
     "PositiveWholeNumber",
     "SeedNumber",
+    "WholeNumber",
     "check_num_samples",
     "check_options",
     "check_training_data",
@@ -47,6 +49,22 @@ class PositiveWholeNumber(int):
             raise TypeError(f"expected a positive integer, got {value!r}")
         if not float(value).is_integer() or value < 1:
             raise ValueError(f"expected a positive integer, got {value!r}")
+        return int(value)
+
+
+class WholeNumber(int):
+    """A ``@validated`` parameter type: an integer >= 0 (``2.7``, ``-1`` and booleans are rejected)."""
+
+    @classmethod
+    def __get_validators__(cls):
+        yield cls.validate
+
+    @classmethod
+    def validate(cls, value):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"expected a non-negative integer, got {value!r}")
+        if not float(value).is_integer() or value < 0:
+            raise ValueError(f"expected a non-negative integer, got {value!r}")
         return int(value)
 
 
@@ -148,16 +166,40 @@ class CheckMultivariateTarget(MapTransformation):
     context_length
         The window whose last steps must hold an observed value of every
         series at prediction (default ``min_length``).
+    num_feat_dynamic_real, num_past_feat_dynamic_real, num_feat_static_real, num_feat_static_cat, cardinality
+        Declared covariates (see :class:`~vsmd_ts.timeseries.VSMDEstimator`).
+        Each declared field must be present with that many rows and finite
+        values: ``feat_dynamic_real`` ``(F, L)`` with ``L >= T`` in training
+        and ``L >= T + prediction_length`` at prediction, cut to those steps;
+        ``past_feat_dynamic_real`` ``(F, L)`` with ``L >= T``, cut to ``T``;
+        ``feat_static_real`` ``(F,)``; ``feat_static_cat`` ``(F,)`` of integers
+        in ``[0, cardinality[i])``. Covariate fields that are not declared
+        are removed, with a warning naming them the first time each is met.
+    prediction_length
+        Steps a ``feat_dynamic_real`` must extend past the target at
+        prediction (default: ``min_train_extra``).
     """
 
     @validated()
     def __init__(self, target_dim: int, min_length: int, min_train_extra: int = 0, freq: Optional[str] = None,
-                 context_length: Optional[int] = None) -> None:
+                 context_length: Optional[int] = None,
+                 num_feat_dynamic_real: int = 0, num_past_feat_dynamic_real: int = 0, num_feat_static_real: int = 0,
+                 num_feat_static_cat: int = 0, cardinality: Optional[List[int]] = None,
+                 prediction_length: Optional[int] = None) -> None:
         self.target_dim = target_dim
         self.min_length = min_length
         self.min_train_extra = min_train_extra
         self.freq = freq
         self.context_length = context_length or min_length
+        self.num_covariates = {
+            FieldName.FEAT_DYNAMIC_REAL: num_feat_dynamic_real,
+            FieldName.PAST_FEAT_DYNAMIC_REAL: num_past_feat_dynamic_real,
+            FieldName.FEAT_STATIC_REAL: num_feat_static_real,
+            FieldName.FEAT_STATIC_CAT: num_feat_static_cat,
+        }
+        self.cardinality = list(cardinality or [])
+        self.prediction_length = min_train_extra if prediction_length is None else prediction_length
+        self._ignored: set = set()  # undeclared covariate fields already warned about
 
     def map_transform(self, data: Dict[str, Any], is_train: bool) -> Dict[str, Any]:
         item = data.get(FieldName.ITEM_ID, "(no item_id)")
@@ -167,6 +209,7 @@ class CheckMultivariateTarget(MapTransformation):
         data[FieldName.START] = self._as_period(data.get(FieldName.START), item)
         self._check_freq(data.get(FieldName.START), item)
         self._check_finite(target, data.get(FieldName.START), item)
+        self._check_covariates(data, target.shape[1], item, is_train)
         if not is_train:
             context = target[:, -self.context_length :]
             empty = np.flatnonzero(np.isnan(context).all(axis=1))
@@ -257,6 +300,97 @@ class CheckMultivariateTarget(MapTransformation):
                 f"({int(bad.sum())} infinite value(s) in all, or values beyond float32's range); "
                 "replace them by NaN (treated as missing) or by finite values"
             )
+
+
+    def _check_covariates(self, data: Dict[str, Any], length: int, item, is_train: bool) -> None:
+        """Check the declared covariate fields, cut the dynamic ones to the steps the model reads, drop the others."""
+        start = data.get(FieldName.START)
+        for field, count in self.num_covariates.items():
+            if not count:
+                continue
+            if field not in data or data[field] is None:
+                raise ValueError(
+                    f"entry {item}: no {field!r} field, but the estimator was built with "
+                    f"{COVARIATE_FIELDS[field]}={count}; give every entry a {field!r} of shape "
+                    f"{self._shape_text(field, count)}, or build the estimator without it"
+                )
+            categorical = field == FieldName.FEAT_STATIC_CAT
+            values = self._numbers(data[field], field, item, np.int64 if categorical else np.float32)
+            dynamic = field in (FieldName.FEAT_DYNAMIC_REAL, FieldName.PAST_FEAT_DYNAMIC_REAL)
+            if values.ndim != (2 if dynamic else 1) or values.shape[0] != count:
+                raise ValueError(
+                    f"entry {item}: {field!r} has shape {values.shape}, but the estimator was built with "
+                    f"{COVARIATE_FIELDS[field]}={count}: expected {self._shape_text(field, count)}"
+                )
+            if dynamic:
+                known_ahead = field == FieldName.FEAT_DYNAMIC_REAL and not is_train
+                need = length + (self.prediction_length if known_ahead else 0)
+                if values.shape[1] < need:
+                    cover = (f"the target's {length} steps and the {self.prediction_length} steps to forecast "
+                             f"(T + prediction_length = {need})" if known_ahead else f"the target's {length} steps")
+                    raise ValueError(f"entry {item}: {field!r} has {values.shape[1]} steps, too short to cover {cover}")
+                values = values[:, :need]
+                bad = ~np.isfinite(values)
+                if bad.any():
+                    row, index = np.argwhere(bad)[0]
+                    raise ValueError(
+                        f"entry {item}: {field!r} row {row}, {_when(start, int(index))} is {values[row, index]} "
+                        f"({int(bad.sum())} non-finite value(s) in all over the {need} steps the model reads); "
+                        "covariates have no missing values: fill them"
+                    )
+            elif field == FieldName.FEAT_STATIC_REAL and not np.isfinite(values).all():
+                raise ValueError(f"entry {item}: {field!r} is {values.tolist()}; its values must be finite")
+            elif categorical:
+                for i, (value, card) in enumerate(zip(values.tolist(), self.cardinality)):
+                    if not 0 <= value < card:
+                        raise ValueError(
+                            f"entry {item}: {field!r} feature {i} is {value}, outside [0, cardinality[{i}] = {card}): "
+                            "categories are integers counted from 0"
+                        )
+            data[field] = values
+        ignored = sorted(f for f in COVARIATE_FIELDS if f in data and not self.num_covariates.get(f))
+        for field in ignored:
+            del data[field]
+        new = [f for f in ignored if f not in self._ignored]
+        if new:
+            self._ignored.update(new)
+            declared = {f: n for f, n in COVARIATE_FIELDS.items() if n}
+            how = "; ".join(f"declare {f!r} with {declared[f]}=<rows>" if f in declared else f"{f!r} is not supported"
+                            for f in new)
+            warnings.warn(f"entry {item}: covariate field(s) {', '.join(map(repr, new))} are ignored ({how})",
+                          UserWarning, stacklevel=2)
+
+    def _shape_text(self, field: str, count: int) -> str:
+        return {
+            FieldName.FEAT_DYNAMIC_REAL: f"({count}, T + prediction_length) at prediction and ({count}, T) in training",
+            FieldName.PAST_FEAT_DYNAMIC_REAL: f"({count}, T)",
+        }.get(field, f"({count},)")
+
+    @staticmethod
+    def _numbers(value: Any, field: str, item, dtype) -> np.ndarray:
+        try:
+            with np.errstate(over="ignore"):
+                values = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"entry {item}: {field!r} is not an array of numbers") from None
+        if dtype is np.int64:
+            if not (np.isfinite(values) & (values == np.round(values))).all():
+                raise ValueError(f"entry {item}: {field!r} is {values.tolist()}; categories must be integers")
+            return values.astype(np.int64)
+        with np.errstate(over="ignore"):
+            return values.astype(dtype)
+
+
+# covariate fields of GluonTS data entries: the VSMDEstimator option that declares each (None: not supported)
+COVARIATE_FIELDS = {
+    FieldName.FEAT_DYNAMIC_REAL: "num_feat_dynamic_real",
+    FieldName.PAST_FEAT_DYNAMIC_REAL: "num_past_feat_dynamic_real",
+    FieldName.FEAT_STATIC_REAL: "num_feat_static_real",
+    FieldName.FEAT_STATIC_CAT: "num_feat_static_cat",
+    FieldName.FEAT_DYNAMIC_CAT: None,
+    FieldName.PAST_FEAT_DYNAMIC_CAT: None,
+    FieldName.FEAT_DYNAMIC_REAL_LEGACY: None,
+}
 
 
 def check_training_data(data: Iterable, check: CheckMultivariateTarget) -> None:

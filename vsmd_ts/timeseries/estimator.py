@@ -26,6 +26,7 @@ from gluonts.transform import (
     ExpectedNumInstanceSampler,
     InstanceSampler,
     InstanceSplitter,
+    RenameFields,
     SelectFields,
     TestSplitSampler,
     Transformation,
@@ -37,11 +38,20 @@ from vsmd_ts.diffusion import AlternationSchedule, default_kwargs, get_sampler, 
 from vsmd_ts.training.checkpoint import check_resume_checkpoint
 from vsmd_ts.training.precision import resolve_precision
 
-from .checks import MIN_HISTORY, CheckMultivariateTarget, PositiveWholeNumber, SeedNumber, check_options, check_training_data
+from .checks import (
+    COVARIATE_FIELDS,
+    MIN_HISTORY,
+    CheckMultivariateTarget,
+    PositiveWholeNumber,
+    SeedNumber,
+    WholeNumber,
+    check_options,
+    check_training_data,
+)
 from .distributed import RankSeededLoader
 from .features import choose_target, default_lags, is_sub_daily, normalize_freq, season_length, time_features_for
-from .lightning_module import A_LR, LR, SCHEDULE, WEIGHT_DECAY, VSMDLightningModule
-from .module import NAIVE_SHARE, SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO
+from .lightning_module import A_LR, LR, SCHEDULE, SIGN_SYMMETRY_COVARIATES, WEIGHT_DECAY, VSMDLightningModule
+from .module import NAIVE_SHARE, SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO, _embedding_sizes
 from .predictor import VSMDPredictor
 
 __all__ = ["CheckMultivariateTarget", "ContextInstanceSampler", "VSMDEstimator", "PREDICTION_INPUT_NAMES", "TRAINING_INPUT_NAMES"]
@@ -50,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 PREDICTION_INPUT_NAMES = ["past_target", "past_observed_values", "past_time_feat", "future_time_feat"]
 TRAINING_INPUT_NAMES = PREDICTION_INPUT_NAMES + ["future_target", "future_observed_values"]
+# the instance splitter's name for the past window of past_feat_dynamic_real, and the model's
+_SPLIT_PAST_COVARIATES = "past_" + FieldName.PAST_FEAT_DYNAMIC_REAL
 
 # ckpt_path values that Lightning resolves itself; any other is a file, checked before Lightning reads it
 _LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
@@ -300,6 +312,32 @@ class VSMDEstimator(PyTorchLightningEstimator):
     progress
         Progress bars of training (Lightning's; ``trainer_kwargs["enable_progress_bar"]``, when given, decides
         for training alone) and of sampling forecasts.
+    num_feat_dynamic_real
+        Covariates known over the horizon (GluonTS DeepAR's name; default 0): data field ``feat_dynamic_real``
+        of shape ``(num_feat_dynamic_real, T)`` in training and ``(num_feat_dynamic_real, T + prediction_length)``
+        at prediction (longer arrays are cut). Stacked onto the time features as in DeepAR, the RNN reads them
+        at every context and horizon step, so the forecast of each step sees that step's covariates.
+    num_past_feat_dynamic_real
+        Covariates known up to the forecast start only (default 0): field ``past_feat_dynamic_real`` of shape
+        ``(num_past_feat_dynamic_real, T)``. The RNN reads them over the context with an indicator 1, and zeros
+        with the indicator 0 over the horizon, in training (the last ``prediction_length`` steps of each
+        window) as at prediction, so nothing unknown at the forecast start is read.
+    num_feat_static_real
+        Real static features per entry (default 0): field ``feat_static_real`` of shape ``(num_feat_static_real,)``,
+        read at every step.
+    num_feat_static_cat, cardinality, embedding_dimension
+        Categorical static features (default 0): field ``feat_static_cat``, ``num_feat_static_cat`` integers in
+        ``[0, cardinality[i])``, each read at every step through a learnt embedding of ``embedding_dimension[i]``
+        (default ``min(50, (cardinality[i] + 1) // 2)``, as DeepAR).
+
+        The real covariates are read as given, not rescaled per window (the target is): standardise them,
+        e.g. with the mean and standard deviation over the training range, so that they are of order one;
+        give indicators as 0/1. They must be finite (no NaN). A declared field that is missing, has the wrong
+        number of rows or is too short (at prediction ``feat_dynamic_real`` must cover the horizon) raises
+        ``ValueError`` naming the field and the entry; covariate fields that are not declared are dropped with
+        a warning. Covariates condition the RNN and through it the denoiser; the naive forecast that
+        ``naive_share`` pools in does not read them (``naive_share=0`` for the model alone), and
+        ``sign_symmetry`` cannot be combined with them.
     """
 
     @validated()
@@ -356,6 +394,12 @@ class VSMDEstimator(PyTorchLightningEstimator):
         validation_sampler: Optional[InstanceSampler] = None,
         seed: Optional[SeedNumber] = None,
         progress: bool = True,
+        num_feat_dynamic_real: WholeNumber = 0,
+        num_past_feat_dynamic_real: WholeNumber = 0,
+        num_feat_static_real: WholeNumber = 0,
+        num_feat_static_cat: WholeNumber = 0,
+        cardinality: Optional[List[PositiveWholeNumber]] = None,
+        embedding_dimension: Optional[List[PositiveWholeNumber]] = None,
     ) -> None:
         defaults = {"max_epochs": 20, "gradient_clip_val": 10.0, "logger": False, "enable_model_summary": False,
                     "precision": "auto"}
@@ -368,6 +412,14 @@ class VSMDEstimator(PyTorchLightningEstimator):
         AlternationSchedule(warmup, cooldown, cycle, forward_fraction)
         check_options(dropout_rate=dropout_rate, weight_decay=weight_decay, lr=lr, A_lr=A_lr, clip=clip,
                       time_grid_rho=time_grid_rho, naive_share=naive_share)
+        cardinality, embedding_dimension = _embedding_sizes(num_feat_static_cat, cardinality, embedding_dimension)
+        # declared covariates only: without any, the model's options (and predictor.json) are as before
+        self.covariates = {k: v for k, v in dict(
+            num_feat_dynamic_real=num_feat_dynamic_real, num_past_feat_dynamic_real=num_past_feat_dynamic_real,
+            num_feat_static_real=num_feat_static_real, num_feat_static_cat=num_feat_static_cat,
+            cardinality=cardinality or None, embedding_dimension=embedding_dimension or None).items() if v}
+        if sign_symmetry and self.covariates:
+            raise ValueError(SIGN_SYMMETRY_COVARIATES)
         self.freq = normalize_freq(freq)
         self.prediction_length = prediction_length
         self.target_dim = target_dim
@@ -376,7 +428,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         self.time_features = time_features_for(self.freq)
         self.model_kwargs = dict(
             target_dim=target_dim, prediction_length=prediction_length, context_length=self.context_length,
-            lags_seq=self.lags_seq, num_time_features=len(self.time_features) + 1,
+            lags_seq=self.lags_seq, num_time_features=len(self.time_features) + 1 + num_feat_dynamic_real,
             season_length=season_length(self.freq), hidden_size=hidden_size,
             num_layers=num_layers, rnn_type=rnn_type, dropout_rate=dropout_rate, target=target, scaling=scaling,
             scale_window=scale_window, clip=clip,
@@ -384,7 +436,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
             prior=prior, denoiser_hidden=denoiser_hidden, denoiser_blocks=denoiser_blocks,
             gaussian_residual=gaussian_residual, sampler=sampler,
             sampler_steps=sampler_steps, time_grid_rho=time_grid_rho, num_parallel_samples=num_parallel_samples,
-            loss_positions=loss_positions, progress=progress,
+            loss_positions=loss_positions, progress=progress, **self.covariates,
         )
         self.module_kwargs = dict(
             lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle, A_update=A_update,
@@ -399,14 +451,33 @@ class VSMDEstimator(PyTorchLightningEstimator):
 
     # -------------------------------------------------------------- pipeline
     def _check_transform(self) -> CheckMultivariateTarget:
-        return CheckMultivariateTarget(self.target_dim, MIN_HISTORY, self.prediction_length, self.freq,
-                                       context_length=self.context_length)
+        """The input check, one instance per estimator: it warns about ignored covariate fields once."""
+        if getattr(self, "_check", None) is None:
+            covariates = {k: v for k, v in self.covariates.items() if k != "embedding_dimension"}
+            if covariates:
+                covariates["prediction_length"] = self.prediction_length
+            self._check = CheckMultivariateTarget(self.target_dim, MIN_HISTORY, self.prediction_length, self.freq,
+                                                  context_length=self.context_length, **covariates)
+        return self._check
+
+    def _covariate_fields(self) -> List[str]:
+        """The declared covariate fields of the data, in GluonTS's names."""
+        return [field for field, option in COVARIATE_FIELDS.items() if option and self.covariates.get(option)]
+
+    def input_names(self, training: bool = False) -> List[str]:
+        """The network's inputs: :data:`PREDICTION_INPUT_NAMES` (with ``training``, :data:`TRAINING_INPUT_NAMES`)
+        and the declared covariates read apart from the time features."""
+        names = [field for field in self._covariate_fields() if field != FieldName.FEAT_DYNAMIC_REAL]
+        return (TRAINING_INPUT_NAMES if training else PREDICTION_INPUT_NAMES) + names
 
     def create_transformation(self) -> Transformation:
+        fields = self._covariate_fields()
         return Chain(
             [
                 self._check_transform(),
-                SelectFields([FieldName.ITEM_ID, FieldName.INFO, FieldName.START, FieldName.TARGET], allow_missing=True),
+                SelectFields([FieldName.ITEM_ID, FieldName.INFO, FieldName.START, FieldName.TARGET] + fields, allow_missing=True),
+                *[AsNumpyArray(field=field, expected_ndim=1 if "static" in field else 2,
+                               dtype=int if field == FieldName.FEAT_STATIC_CAT else np.float32) for field in fields],
                 AsNumpyArray(field=FieldName.TARGET, expected_ndim=2),
                 AddObservedValuesIndicator(target_field=FieldName.TARGET, output_field=FieldName.OBSERVED_VALUES),
                 AddTimeFeatures(
@@ -422,13 +493,14 @@ class VSMDEstimator(PyTorchLightningEstimator):
                     pred_length=self.prediction_length,
                     log_scale=True,
                 ),
-                VstackFeatures(output_field=FieldName.FEAT_TIME, input_fields=[FieldName.FEAT_TIME, FieldName.FEAT_AGE]),
+                VstackFeatures(output_field=FieldName.FEAT_TIME, input_fields=[FieldName.FEAT_TIME, FieldName.FEAT_AGE]
+                               + [f for f in fields if f == FieldName.FEAT_DYNAMIC_REAL]),
             ]
         )
 
     def _create_instance_splitter(self, module: VSMDLightningModule, mode: str):
         sampler = {"training": self.train_sampler, "validation": self.validation_sampler, "test": TestSplitSampler()}[mode]
-        return InstanceSplitter(
+        splitter = InstanceSplitter(
             target_field=FieldName.TARGET,
             is_pad_field=FieldName.IS_PAD,
             start_field=FieldName.START,
@@ -436,8 +508,13 @@ class VSMDEstimator(PyTorchLightningEstimator):
             instance_sampler=sampler,
             past_length=module.model._past_length,
             future_length=self.prediction_length,
-            time_series_fields=[FieldName.FEAT_TIME, FieldName.OBSERVED_VALUES],
+            time_series_fields=[FieldName.FEAT_TIME, FieldName.OBSERVED_VALUES]
+            + [f for f in self._covariate_fields() if f == FieldName.PAST_FEAT_DYNAMIC_REAL],
         )
+        if not self.covariates.get("num_past_feat_dynamic_real"):
+            return splitter
+        # the splitter names the past window "past_past_feat_dynamic_real"; the model reads it as TFT does
+        return splitter + RenameFields({_SPLIT_PAST_COVARIATES: FieldName.PAST_FEAT_DYNAMIC_REAL})
 
     def choose_target(self, data: Dataset) -> str:
         """What ``target="auto"`` models on ``data``: ``"level"`` or ``"delta"`` (see
@@ -473,7 +550,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
             instances,
             batch_size=self.batch_size,
             shuffle_buffer_length=shuffle_buffer_length,
-            field_names=TRAINING_INPUT_NAMES,
+            field_names=self.input_names(training=True),
             output_type=torch.tensor,
             num_batches_per_epoch=self.num_batches_per_epoch,
         )
@@ -484,13 +561,14 @@ class VSMDEstimator(PyTorchLightningEstimator):
     def create_validation_data_loader(self, data: Dataset, module: VSMDLightningModule, **kwargs) -> Iterable:
         instances = self._create_instance_splitter(module, "validation").apply(data, is_train=True)
         return as_stacked_batches(
-            instances, batch_size=self.batch_size, field_names=TRAINING_INPUT_NAMES, output_type=torch.tensor
+            instances, batch_size=self.batch_size, field_names=self.input_names(training=True),
+            output_type=torch.tensor
         )
 
     def create_predictor(self, transformation: Transformation, module: VSMDLightningModule) -> VSMDPredictor:
         return VSMDPredictor(
             input_transform=transformation + self._create_instance_splitter(module, "test"),
-            input_names=PREDICTION_INPUT_NAMES,
+            input_names=self.input_names(),
             prediction_net=module,
             batch_size=self.batch_size,
             prediction_length=self.prediction_length,

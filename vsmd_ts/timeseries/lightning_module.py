@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 # and Algorithm 1's alternation schedule, which lives in the core
 LR, A_LR, WEIGHT_DECAY = 1e-3, 1e-3, 1e-2
 SCHEDULE = AlternationSchedule()
+SIGN_SYMMETRY_COVARIATES = ("sign_symmetry=True negates the target but not the covariates, so what they say about the "
+                            "target would average out; use covariates or sign_symmetry, not both")
 
 
 class VSMDLightningModule(pl.LightningModule):
@@ -112,6 +114,8 @@ class VSMDLightningModule(pl.LightningModule):
         if int(ensemble_size) < 1:
             raise ValueError(f"ensemble_size must be a positive integer, got {ensemble_size}")
         self.members = torch.nn.ModuleList(VSMDModel(**model_kwargs) for _ in range(int(ensemble_size)))
+        if sign_symmetry and self.model.has_covariates:
+            raise ValueError(SIGN_SYMMETRY_COVARIATES)
         self.lr = lr
         self.A_lr = A_lr
         self.weight_decay = weight_decay

@@ -105,6 +105,30 @@ def whitening_factor(z: torch.Tensor, observed: torch.Tensor, shrinkage: float =
     return torch.linalg.cholesky(corr)
 
 
+def _embedding_sizes(num_feat_static_cat: int, cardinality: Optional[List[int]],
+                     embedding_dimension: Optional[List[int]]) -> tuple:
+    """``(cardinality, embedding_dimension)`` as lists of ``num_feat_static_cat`` positive integers;
+    ``ValueError`` naming the option otherwise. The default dimension is GluonTS DeepAR's ``min(50, (c + 1) // 2)``."""
+    n = int(num_feat_static_cat)
+    if n < 0:
+        raise ValueError(f"num_feat_static_cat must be >= 0, got {num_feat_static_cat}")
+    if n == 0:
+        if cardinality or embedding_dimension:
+            raise ValueError("cardinality and embedding_dimension describe static categorical features: "
+                             "give them with num_feat_static_cat > 0")
+        return [], []
+    if cardinality is None or len(cardinality) != n or any(int(c) < 1 for c in cardinality):
+        raise ValueError(f"num_feat_static_cat={n} needs cardinality, a list of {n} positive integers (the number "
+                         f"of categories of each feature), got {cardinality!r}")
+    cardinality = [int(c) for c in cardinality]
+    if embedding_dimension is None:
+        embedding_dimension = [min(50, (c + 1) // 2) for c in cardinality]
+    if len(embedding_dimension) != n or any(int(d) < 1 for d in embedding_dimension):
+        raise ValueError(f"embedding_dimension must be a list of {n} positive integers (one per static categorical "
+                         f"feature), got {embedding_dimension!r}")
+    return cardinality, [int(d) for d in embedding_dimension]
+
+
 def _build_sde(name: str, target_dim: int, beta: Optional[float], damping_ratio: Optional[float], gamma: float,
                A_max: float, A_init: float, initial_velocity: str):
     kwargs = dict(A_max=A_max, A_init=A_init)
@@ -139,7 +163,9 @@ class VSMDModel(nn.Module):
     lags_seq
         1-based lags of the target fed to the RNN.
     num_time_features
-        Number of time features per step ``F`` (including age).
+        Number of time features per step ``F`` (including age and the
+        covariates known over the horizon, ``feat_dynamic_real``, which the
+        estimator stacks onto them as GluonTS's DeepAR does).
     season_length
         Steps in the data's main cycle, for :meth:`seasonal_naive` (1: none).
     hidden_size, num_layers, rnn_type, dropout_rate
@@ -195,6 +221,28 @@ class VSMDModel(nn.Module):
         ``"future"``: only the horizon.
     progress
         Progress bar over forecast steps while sampling.
+    num_feat_dynamic_real
+        How many of the ``num_time_features`` are covariates known over the
+        horizon (the last ones; the RNN reads them as it reads the time
+        features, at every context and horizon step).
+    num_past_feat_dynamic_real
+        Covariates known up to the forecast start only (input
+        ``past_feat_dynamic_real``, ``(B, P, F_p)``): the RNN reads them at
+        the steps before the forecast start with an indicator 1, and zeros
+        with the indicator 0 at the horizon steps, in training (the last
+        ``prediction_length`` steps of each window) as at prediction; the
+        forecast learns what they say about the horizon through the state.
+    num_feat_static_real
+        Real static features per window (input ``feat_static_real``,
+        ``(B, F_sr)``), appended to the RNN input at every step.
+    num_feat_static_cat, cardinality, embedding_dimension
+        Categorical static features (input ``feat_static_cat``, ``(B, F_sc)``
+        integers in ``[0, cardinality[i])``), each through its embedding of
+        ``embedding_dimension[i]`` (default ``min(50, (cardinality[i] + 1) // 2)``,
+        as GluonTS's DeepAR) appended to the RNN input at every step.
+        Covariates enter as given: standardise real ones (e.g. over the
+        training range) so that they are of order one. With none declared
+        (the default) the network is the one without covariate support.
     """
 
     def __init__(
@@ -232,6 +280,12 @@ class VSMDModel(nn.Module):
         num_parallel_samples: int = 100,
         loss_positions: str = "all",
         progress: bool = False,
+        num_feat_dynamic_real: int = 0,
+        num_past_feat_dynamic_real: int = 0,
+        num_feat_static_real: int = 0,
+        num_feat_static_cat: int = 0,
+        cardinality: Optional[List[int]] = None,
+        embedding_dimension: Optional[List[int]] = None,
     ) -> None:
         super().__init__()
         if not lags_seq or min(lags_seq) < 1:
@@ -275,7 +329,20 @@ class VSMDModel(nn.Module):
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}.get(rnn_type.lower())
         if rnn_cls is None:
             raise ValueError(f"rnn_type must be 'lstm' or 'gru', got {rnn_type!r}")
-        input_size = target_dim * len(self.lags_seq) + num_time_features + 2 * target_dim
+        if not 0 <= int(num_feat_dynamic_real) <= num_time_features:
+            raise ValueError(f"num_feat_dynamic_real counts the covariates among the {num_time_features} time "
+                             f"features: it must be in [0, {num_time_features}], got {num_feat_dynamic_real}")
+        self.num_feat_dynamic_real = int(num_feat_dynamic_real)
+        self.num_past_feat_dynamic_real = int(num_past_feat_dynamic_real)
+        self.num_feat_static_real = int(num_feat_static_real)
+        self.num_feat_static_cat = int(num_feat_static_cat)
+        self.cardinality, self.embedding_dimension = _embedding_sizes(num_feat_static_cat, cardinality,
+                                                                      embedding_dimension)
+        # past covariates and their indicator join the time features; static ones the scale features
+        past_covariates = self.num_past_feat_dynamic_real + 1 if self.num_past_feat_dynamic_real else 0
+        static_covariates = self.num_feat_static_real + sum(self.embedding_dimension)
+        input_size = (target_dim * len(self.lags_seq) + num_time_features + past_covariates + 2 * target_dim
+                      + static_covariates)
         self.rnn = rnn_cls(
             input_size=input_size,
             hidden_size=hidden_size,
@@ -296,6 +363,9 @@ class VSMDModel(nn.Module):
         if gaussian_residual:
             self.denoiser = GaussianResidual(self.sde, self.denoiser)
         self.dsm = DSMLoss()
+        if self.num_feat_static_cat:  # built last: without covariates the initialisation draws are unchanged
+            self.embeddings = nn.ModuleList(
+                nn.Embedding(c, d) for c, d in zip(self.cardinality, self.embedding_dimension))
 
     # ------------------------------------------------------------------ specs
     @property
@@ -304,15 +374,63 @@ class VSMDModel(nn.Module):
 
     def describe_inputs(self, batch_size: int = 1) -> InputSpec:
         P, H, D, F = self._past_length, self.prediction_length, self.target_dim, self.num_time_features
-        return InputSpec(
-            {
-                "past_target": Input(shape=(batch_size, P, D), dtype=torch.float),
-                "past_observed_values": Input(shape=(batch_size, P, D), dtype=torch.float),
-                "past_time_feat": Input(shape=(batch_size, P, F), dtype=torch.float),
-                "future_time_feat": Input(shape=(batch_size, H, F), dtype=torch.float),
-            },
-            zeros_fn=torch.zeros,
-        )
+        inputs = {
+            "past_target": Input(shape=(batch_size, P, D), dtype=torch.float),
+            "past_observed_values": Input(shape=(batch_size, P, D), dtype=torch.float),
+            "past_time_feat": Input(shape=(batch_size, P, F), dtype=torch.float),
+            "future_time_feat": Input(shape=(batch_size, H, F), dtype=torch.float),
+        }
+        if self.num_past_feat_dynamic_real:
+            inputs["past_feat_dynamic_real"] = Input(shape=(batch_size, P, self.num_past_feat_dynamic_real),
+                                                     dtype=torch.float)
+        if self.num_feat_static_real:
+            inputs["feat_static_real"] = Input(shape=(batch_size, self.num_feat_static_real), dtype=torch.float)
+        if self.num_feat_static_cat:
+            inputs["feat_static_cat"] = Input(shape=(batch_size, self.num_feat_static_cat), dtype=torch.long)
+        return InputSpec(inputs, zeros_fn=torch.zeros)
+
+    @property
+    def covariate_names(self) -> List[str]:
+        """Names of the covariate inputs this model reads, beyond the target and time features (none by default)."""
+        counts = {"past_feat_dynamic_real": self.num_past_feat_dynamic_real,
+                  "feat_static_real": self.num_feat_static_real, "feat_static_cat": self.num_feat_static_cat}
+        return [name for name, count in counts.items() if count]
+
+    @property
+    def has_covariates(self) -> bool:
+        """Whether the model reads any covariate (known or past dynamic, static)."""
+        return bool(self.num_feat_dynamic_real or self.covariate_names)
+
+    def _with_covariates(self, past_time_feat, future_time_feat, past_feat_dynamic_real):
+        """Time features ``(B, P, F')`` and ``(B, H, F')`` with the past covariates and their indicator appended:
+        the covariates and 1 before the forecast start, zeros and 0 over the horizon (unchanged without them)."""
+        if not self.num_past_feat_dynamic_real:
+            return past_time_feat, future_time_feat
+        x = self._required(past_feat_dynamic_real, "past_feat_dynamic_real", self.num_past_feat_dynamic_real)
+        past = torch.cat([past_time_feat, x.to(past_time_feat.dtype), past_time_feat.new_ones(*x.shape[:2], 1)], dim=-1)
+        if future_time_feat is None:
+            return past, None
+        B, H = future_time_feat.shape[:2]
+        return past, torch.cat([future_time_feat, future_time_feat.new_zeros(B, H, x.shape[-1] + 1)], dim=-1)
+
+    def _static_covariates(self, feat_static_real, feat_static_cat, like: torch.Tensor):
+        """``(B, F_sr + sum(embedding_dimension))``: the static reals and the embedded categories."""
+        parts = []
+        if self.num_feat_static_real:
+            parts.append(self._required(feat_static_real, "feat_static_real", self.num_feat_static_real).to(like.dtype))
+        if self.num_feat_static_cat:
+            cats = self._required(feat_static_cat, "feat_static_cat", self.num_feat_static_cat).long()
+            parts += [emb(cats[:, i]).to(like.dtype) for i, emb in enumerate(self.embeddings)]
+        return torch.cat(parts, dim=-1) if parts else like.new_zeros(like.shape[0], 0)
+
+    @staticmethod
+    def _required(x, name: str, count: int):
+        if x is None:
+            raise ValueError(f"the model was built with {count} {name} features but got no {name!r} input")
+        if x.shape[-1] != count:
+            raise ValueError(f"the model was built with {count} {name} features but {name!r} has shape "
+                             f"{tuple(x.shape)}")
+        return x
 
     # --------------------------------------------------------------- encoder
     def _modelled(self, target, observed):
@@ -359,8 +477,11 @@ class VSMDModel(nn.Module):
         )
 
     def _encode(self, past_target, past_observed_values, past_time_feat, future_target=None,
-                future_observed_values=None, future_time_feat=None):
-        """Transform and scale, unroll the RNN (teacher-forced over the future when given)."""
+                future_observed_values=None, future_time_feat=None, feat_static_real=None, feat_static_cat=None):
+        """Transform and scale, unroll the RNN (teacher-forced over the future when given).
+
+        The time features already carry the past covariates (:meth:`_with_covariates`); the static
+        covariates join the scale features in the returned ``static``."""
         seq, obs, time_feat = past_target, past_observed_values, past_time_feat
         if future_target is not None:
             seq = torch.cat([past_target, future_target], dim=1)
@@ -369,6 +490,8 @@ class VSMDModel(nn.Module):
         P = self._past_length
         values, mask, levels, obs = self._modelled(seq, obs)
         loc, scale, L, static = self._scale(values[:, :P], mask[:, :P], levels[:, :P], obs[:, :P])
+        if self.num_feat_static_real or self.num_feat_static_cat:
+            static = torch.cat([static, self._static_covariates(feat_static_real, feat_static_cat, static)], dim=-1)
         scaled = (values - loc) / scale * mask  # unobserved -> loc
         if L is not None:
             # whitened coordinate i mixes series 1..i: it is observed only when all of them are
@@ -395,24 +518,29 @@ class VSMDModel(nn.Module):
             torch.backends.mkldnn.enabled = enabled
 
     def training_inputs(self, past_target, past_observed_values, past_time_feat, future_time_feat,
-                        future_target, future_observed_values):
+                        future_target, future_observed_values, past_feat_dynamic_real=None, feat_static_real=None,
+                        feat_static_cat=None):
         """Diffusion training pairs: targets ``x0 (N, D)``, conditions ``(N, hidden)``, masks ``(N, D)``.
 
         ``N = B x (context_length + prediction_length)`` (``loss_positions="all"``)
-        or ``B x prediction_length``.
+        or ``B x prediction_length``. The covariate inputs are needed when declared (see :meth:`describe_inputs`).
         """
+        past_time_feat, future_time_feat = self._with_covariates(past_time_feat, future_time_feat,
+                                                                 past_feat_dynamic_real)
         scaled, obs, out, *_ = self._encode(
-            past_target, past_observed_values, past_time_feat, future_target, future_observed_values, future_time_feat
+            past_target, past_observed_values, past_time_feat, future_target, future_observed_values, future_time_feat,
+            feat_static_real, feat_static_cat,
         )
         n = out.shape[1] if self.loss_positions == "all" else self.prediction_length
         x0 = scaled[:, -n:]
         return x0.reshape(-1, self.target_dim), out[:, -n:].reshape(-1, out.shape[-1]), obs[:, -n:].reshape(-1, self.target_dim)
 
     def loss(self, past_target, past_observed_values, past_time_feat, future_time_feat, future_target,
-             future_observed_values) -> torch.Tensor:
+             future_observed_values, **covariates) -> torch.Tensor:
         """Denoising score-matching loss per window, shape ``(B,)`` (A held fixed)."""
         x0, cond, mask = self.training_inputs(
-            past_target, past_observed_values, past_time_feat, future_time_feat, future_target, future_observed_values
+            past_target, past_observed_values, past_time_feat, future_time_feat, future_target, future_observed_values,
+            **covariates,
         )
         per_elem = self.dsm(self.sde, self.denoiser, x0, cond, mask)
         B = past_target.shape[0]
@@ -420,12 +548,16 @@ class VSMDModel(nn.Module):
 
     # -------------------------------------------------------------- sampling
     def forward(self, past_target, past_observed_values, past_time_feat, future_time_feat,
-                num_parallel_samples: Optional[int] = None) -> torch.Tensor:
+                num_parallel_samples: Optional[int] = None, past_feat_dynamic_real=None, feat_static_real=None,
+                feat_static_cat=None) -> torch.Tensor:
         """Sample forecasts, shape ``(B, num_parallel_samples, prediction_length, D)``."""
         S = num_parallel_samples or self.num_parallel_samples
         P, H, D = self._past_length, self.prediction_length, self.target_dim
-        scaled, _, _, state, (loc, scale, L), static, last = self._encode(past_target, past_observed_values,
-                                                                          past_time_feat)
+        past_time_feat, future_time_feat = self._with_covariates(past_time_feat, future_time_feat,
+                                                                 past_feat_dynamic_real)
+        scaled, _, _, state, (loc, scale, L), static, last = self._encode(
+            past_target, past_observed_values, past_time_feat, feat_static_real=feat_static_real,
+            feat_static_cat=feat_static_cat)
         B = past_target.shape[0]
 
         def rep(x, dim=0):
@@ -446,9 +578,10 @@ class VSMDModel(nn.Module):
         return self._decode(steps.reshape(B, S, H, D), loc, scale, L, last)
 
     def naive(self, past_target, past_observed_values, past_time_feat=None, future_time_feat=None,
-              num_parallel_samples: Optional[int] = None) -> torch.Tensor:
+              num_parallel_samples: Optional[int] = None, **covariates) -> torch.Tensor:
         """Paths of the naive forecast of the modelled quantity, ``(B, num_parallel_samples, prediction_length, D)``:
-        :meth:`random_walk` for increments, :meth:`seasonal_naive` for levels. No network is evaluated."""
+        :meth:`random_walk` for increments, :meth:`seasonal_naive` for levels. No network is evaluated (the
+        time features and covariates are accepted for :meth:`forward`'s signature and ignored)."""
         make = self.random_walk if self.target == "delta" else self.seasonal_naive
         return make(past_target, past_observed_values, num_parallel_samples=num_parallel_samples)
 
