@@ -122,3 +122,19 @@ def test_empty_or_mismatched_input_raises():
         evaluate_forecasts(forecasts, tss[:2])
     with pytest.raises(ValueError, match="0 forecasts but 3 target frames"):
         evaluate_forecasts(iter([]), tss)
+
+
+def test_one_series_is_scored_like_its_sum():
+    from gluonts.evaluation import Evaluator
+
+    rng = np.random.default_rng(3)
+    index = pd.period_range("2021-01-01", periods=10, freq="h")
+    forecasts, tss = [], []
+    for k in range(2):
+        y = rng.normal(10, 1, size=(10, 1))
+        tss.append(pd.DataFrame(y, index=index))
+        forecasts.append(SampleForecast(rng.normal(10, 1, size=(50, 4, 1)), start_date=index[6]))
+    out = evaluate_forecasts(forecasts, tss)
+    uni = [SampleForecast(f.samples[..., 0], start_date=f.start_date) for f in forecasts]
+    agg, _ = Evaluator(quantiles=QUANTILES, num_workers=None)(iter([t[0] for t in tss]), iter(uni), num_series=2)
+    assert out["CRPS"] == out["CRPS-Sum"] == pytest.approx(agg["mean_wQuantileLoss"], rel=1e-9)

@@ -317,8 +317,10 @@ def evaluate_forecasts(forecasts: Sequence, tss: Sequence[pd.DataFrame]) -> Dict
     # use_tqdm=False: one "Running evaluation" bar per series and aggregate (9 for exchange) is noise
     with warnings.catch_warnings(), env._let(use_tqdm=False):
         warnings.simplefilter("ignore", FutureWarning)
-        agg, _ = evaluator(iter(kept_ts), iter(kept_f), num_series=len(kept_f))
         sum_agg, _ = sum_evaluator(iter(sum_ts), iter(sum_f), num_series=len(sum_f))
+        # one series: its per-series scores are the summed series' (GluonTS's multivariate evaluator refuses it)
+        one_series = all(np.shape(f.samples)[2:] in ((), (1,)) for f in kept_f)
+        agg = dict(sum_agg) if one_series else evaluator(iter(kept_ts), iter(kept_f), num_series=len(kept_f))[0]
     agg.update({f"m_sum_{k}": v for k, v in sum_agg.items()})
     out = {
         "CRPS": float(agg["mean_wQuantileLoss"]),
