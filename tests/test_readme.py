@@ -114,6 +114,10 @@ def _parser_for(argv):
         from vsmd_ts.images.__main__ import _parser
 
         return _parser().parse_args, argv[3:]
+    if argv[:3] == ["python", "-m", "vsmd_ts.timeseries"]:
+        from vsmd_ts.timeseries.__main__ import parse_args
+
+        return parse_args, argv[3:]
     if argv[:2] == ["python", "benchmarks/crps_sum.py"]:
         return _load(ROOT / "benchmarks" / "crps_sum.py").parse_args, argv[2:]
     if argv[:2] == ["python", "benchmarks/toys.py"]:
