@@ -32,13 +32,15 @@ __all__ = [
 MIN_HISTORY = 2
 
 
-class PositiveWholeNumber(int):
-    """A ``@validated`` parameter type: an integer >= 1.
+class _BoundedInteger(int):
+    """A ``@validated`` parameter type: an integer in ``[low, high]``.
 
-    Unlike pydantic's ``int`` it rejects ``2.7`` instead of truncating it to 2
-    (``3.0`` and numpy integers are accepted).
+    Unlike pydantic's ``int`` it rejects ``2.7`` instead of truncating it to 2,
+    and booleans (``3.0`` and numpy integers are accepted).
     """
 
+    low, high, what = 0, math.inf, "an integer"
+
     @classmethod
     def __get_validators__(cls):
         yield cls.validate
@@ -46,46 +48,32 @@ class PositiveWholeNumber(int):
     @classmethod
     def validate(cls, value):
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise TypeError(f"expected a positive integer, got {value!r}")
-        if not float(value).is_integer() or value < 1:
-            raise ValueError(f"expected a positive integer, got {value!r}")
+            raise TypeError(f"expected {cls.what}, got {value!r}")
+        if not float(value).is_integer() or not cls.low <= value <= cls.high:
+            raise ValueError(f"expected {cls.what}, got {value!r}")
         return int(value)
 
 
-class WholeNumber(int):
+class PositiveWholeNumber(_BoundedInteger):
+    """A ``@validated`` parameter type: an integer >= 1 (``2.7`` and booleans are rejected)."""
+
+    low, what = 1, "a positive integer"
+
+
+class WholeNumber(_BoundedInteger):
     """A ``@validated`` parameter type: an integer >= 0 (``2.7``, ``-1`` and booleans are rejected)."""
 
-    @classmethod
-    def __get_validators__(cls):
-        yield cls.validate
-
-    @classmethod
-    def validate(cls, value):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise TypeError(f"expected a non-negative integer, got {value!r}")
-        if not float(value).is_integer() or value < 0:
-            raise ValueError(f"expected a non-negative integer, got {value!r}")
-        return int(value)
+    what = "a non-negative integer"
 
 
-class SeedNumber(int):
+class SeedNumber(_BoundedInteger):
     """A ``@validated`` parameter type: a random seed, an integer in ``[0, 2**32 - 1]`` (what NumPy accepts).
 
     Rejects ``2.7`` (pydantic's ``int`` would truncate it) and out-of-range
     values at construction rather than when training starts.
     """
 
-    @classmethod
-    def __get_validators__(cls):
-        yield cls.validate
-
-    @classmethod
-    def validate(cls, value):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise TypeError(f"expected an integer seed, got {value!r}")
-        if not float(value).is_integer() or not 0 <= value <= 2**32 - 1:
-            raise ValueError(f"expected an integer seed in [0, 2**32 - 1], got {value!r}")
-        return int(value)
+    high, what = 2**32 - 1, "an integer seed in [0, 2**32 - 1]"
 
 
 # numeric options that the annotations of VSMDEstimator do not bound: (low, high, low included, high included)
