@@ -25,9 +25,10 @@ from .samplers import (
 from .processes import MomentumSDE, OverdampedSDE, damping_transform, inverse_damping_transform
 from .sde import LinearSDE, Transition
 from .training import A_summary, VSMDObjective, make_optimizer, split_A_parameters
-from .variational import AlternationSchedule, Trajectories, VariationalScoreUpdater, simulate_backward
+from .variational import ATraining, AlternationSchedule, Trajectories, VariationalScoreUpdater, simulate_backward
 
 __all__ = [
+    "ATraining",
     "A_summary",
     "AlternationSchedule",
     "DSMLoss",
