@@ -4,7 +4,7 @@ Imports torch only, so it is quick to import and test.
 """
 
 from .losses import DSMLoss, VariationalLoss, evaluation_loss, sample_times
-from .nets import GaussianResidual, ResidualMLP, ScoreModel, SinusoidalEmbedding
+from .nets import ResidualMLP, ScoreModel, SinusoidalEmbedding
 from .registry import SDE_NAMES, SDE_REGISTRY, TRAJECTORY_STEPS, SDESpec, default_kwargs, is_momentum, make_sde
 from .samplers import (
     SAMPLERS,
@@ -32,7 +32,6 @@ __all__ = [
     "A_summary",
     "AlternationSchedule",
     "DSMLoss",
-    "GaussianResidual",
     "LinearSDE",
     "MomentumSDE",
     "OverdampedSDE",
