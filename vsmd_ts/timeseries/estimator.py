@@ -201,7 +201,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         ``"vscld"`` (critically damped, learnt A), ``"cld"`` / ``"uld"`` (A = 0), ``"vsdm"`` (no momentum,
         learnt A) or ``"vp"`` (TimeGrad-like VP SDE); see :data:`vsmd_ts.diffusion.SDE_REGISTRY`.
     sde_kwargs
-        The SDE's parameters, a dict of some of (default ``None``: every one at its default):
+        A dict with some of the SDE's parameters (default ``None``: each at its default):
         ``beta``, its speed (default 10, chosen on exchange validation windows; for ``"vp"`` the end of its
         linear schedule, default 20); ``damping_ratio`` R of ``"vsuld"`` / ``"uld"`` (default 0.7, chosen
         alike; ``"vscld"`` / ``"cld"`` accept only 1, ``"vsdm"`` / ``"vp"`` have no velocity and reject it);
@@ -218,8 +218,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
         time-series schedule at any run length. ``lr`` (1e-3) is A's learning rate in the one AdamW;
         ``trajectory_steps`` (50) and ``num_trajectories`` (256) size the backward trajectories, simulated with
         the current score at the start of each A phase, on which A's variational loss is taken. Unused by the
-        SDEs with A = 0. The model's forecasts are robust to where A ends (the network is trained for
-        whatever A is; benchmarks/results_variational.md).
+        SDEs with A = 0. The forecasts do not need A at its fixed point: the network is trained for whatever A
+        is (benchmarks/results_variational.md).
     num_layers, hidden_size, dropout_rate
         History encoder: an LSTM of ``num_layers`` (default 2) layers of ``hidden_size`` (default 64), dropout
         ``dropout_rate`` (in ``[0, 1)``, default 0.1) between layers.
