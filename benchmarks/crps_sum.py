@@ -96,7 +96,9 @@ def parse_args(argv=None):
     p.add_argument("--synthetic-like", choices=DATASETS, default=None,
                    help="random data of this dataset's shape: speed and memory only, never accuracy")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override estimator arguments or max_epochs / num_samples / precision, e.g. --set beta=8 max_epochs=10")
+                   help="override estimator arguments or max_epochs / num_samples / precision, e.g. --set beta=8 "
+                        "A_training.lr=0.01 max_epochs=10 (the SDE's beta, damping_ratio, gamma and A_max go into "
+                        "sde_kwargs, A_training.FIELD into A_training)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (per process with --processes)")
     p.add_argument("--processes", type=int, default=1,
@@ -132,6 +134,28 @@ def _value(text: str):
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def apply_set(cfg: dict, items) -> dict:
+    """``cfg`` with the ``--set KEY=VALUE`` overrides: ``max_epochs``, ``num_samples`` and ``precision`` (Lightning's,
+    e.g. bf16-mixed) of the run; the SDE's parameters (``beta``, ``damping_ratio``, ``gamma``, ``A_max``) into the
+    estimator's ``sde_kwargs``; ``A_training.FIELD`` into its ``A_training``; any other key an estimator argument."""
+    from vsmd_ts.timeseries.checks import SDE_PARAMETERS
+
+    estimator = cfg["estimator"]
+    for item in items:
+        key, _, text = item.partition("=")
+        if key in ("max_epochs", "num_samples"):
+            cfg[key] = int(text)
+        elif key == "precision":
+            cfg[key] = text
+        elif key in SDE_PARAMETERS:
+            estimator["sde_kwargs"] = {**(estimator.get("sde_kwargs") or {}), key: _value(text)}
+        elif key.startswith("A_training."):
+            estimator["A_training"] = {**(estimator.get("A_training") or {}), key.partition(".")[2]: _value(text)}
+        else:
+            estimator[key] = _value(text)
+    return cfg
 
 
 def run_name(args, sde: str, seed: int) -> str:
@@ -212,15 +236,7 @@ def run_one(args, sde: str, seed: int) -> dict:
     dataset = args.synthetic_like or args.dataset
     data, train, test = load_split(args, seed)
 
-    cfg = config_for("csv" if args.csv else dataset, sde, args.quick)
-    for item in args.set:
-        key, _, text = item.partition("=")
-        if key in ("max_epochs", "num_samples"):
-            cfg[key] = int(text)
-        elif key == "precision":  # Lightning's, e.g. bf16-mixed
-            cfg[key] = text
-        else:
-            cfg["estimator"][key] = _value(text)
+    cfg = apply_set(config_for("csv" if args.csv else dataset, sde, args.quick), args.set)
     if synthetic and not any(s.startswith("max_epochs=") for s in args.set):
         cfg["max_epochs"] = 1
     trainer_kwargs = {
@@ -248,6 +264,7 @@ def run_one(args, sde: str, seed: int) -> dict:
     record = base_record(args, sde, seed, dataset, synthetic)
     resolved = {**{k: v for kwargs in estimator.resolved_kwargs() for k, v in kwargs.items()}, "max_epochs": estimator.trainer_kwargs["max_epochs"],
                 "precision": out_train.trainer.precision,  # "auto" resolved
+                "time_grid_rho": model.time_grid_rho,
                 "batch_size": estimator.batch_size, "num_batches_per_epoch": estimator.num_batches_per_epoch}
     record.update({
         "config": cfg,

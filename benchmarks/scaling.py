@@ -309,12 +309,14 @@ def ddp_check(out_dir: str, processes: int = 2, epochs: int = 2, batches: int = 
     data = synthetic_like("exchange_rate_nips", seed=0, train_length=400)
     est = VSMDEstimator(
         freq=data.freq, prediction_length=data.prediction_length, target_dim=data.target_dim, hidden_size=16,
-        num_layers=1, denoiser_hidden=32, denoiser_blocks=1, batch_size=16, num_batches_per_epoch=batches,
-        sampler_steps=4, num_parallel_samples=8, num_trajectories=16, trajectory_steps=5, seed=0, progress=False,
+        num_layers=1, denoiser_hidden=32, batch_size=16, num_batches_per_epoch=batches,
+        sampler_steps=4, num_parallel_samples=8, A_training=dict(num_trajectories=16, trajectory_steps=5), seed=0,
+        progress=False,
         trainer_kwargs=dict(max_epochs=epochs, accelerator="cpu", devices=processes, enable_progress_bar=False,
                             callbacks=[Batches()],
                             **({"strategy": "ddp_find_unused_parameters_true"} if processes > 1 else {})),
     )
+    est.model_kwargs["denoiser_blocks"] = 1  # the network layer's option: a small, fast denoiser
     predictor = est.train(data.train)
     forecast = next(iter(predictor.predict(data.test)))
     report = {"forecast_shape": list(forecast.samples.shape),

@@ -9,11 +9,10 @@ run() { name=$1; shift; [ -f "$OUT/$name/summary.md" ] && return 0; python bench
 run base      --set max_epochs=20
 run beta10    --set max_epochs=20 beta=10
 run beta4     --set max_epochs=20 beta=4
-run prior-tr  --set max_epochs=20 prior=transition
 # second round around the best beta of round one (beta=10)
 run beta14        --set max_epochs=20 beta=14
 run beta10-e40    --set max_epochs=40 beta=10
-run beta10-Alr1e-2 --set max_epochs=20 beta=10 A_lr=0.01
+run beta10-Alr1e-2 --set max_epochs=20 beta=10 A_training.lr=0.01
 # third round: training length at beta=10 (40 epochs was worse than 20)
 run beta10-e10    --set max_epochs=10 beta=10
 run beta10-e30    --set max_epochs=30 beta=10

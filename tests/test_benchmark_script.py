@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import crps_sum  # noqa: E402
 
-TINY = ["max_epochs=1", "num_batches_per_epoch=2", "hidden_size=8", "denoiser_hidden=16", "denoiser_blocks=1",
-        "num_samples=4", "batch_size=4"]
+TINY = ["max_epochs=1", "num_batches_per_epoch=2", "hidden_size=8", "denoiser_hidden=16", "num_samples=4",
+        "batch_size=4"]
 
 
 def test_benchmark_script_smoke(tmp_path):
@@ -65,6 +65,19 @@ def test_repeated_set_options_accumulate():
     args = crps_sum.parse_args(["--out", "x", "--set", "max_epochs=2", "--set", "ensemble_size=1", "beta=8"])
     assert args.set == ["max_epochs=2", "ensemble_size=1", "beta=8"]
     assert crps_sum.parse_args(["--out", "x"]).set == []
+
+
+def test_set_options_route_sde_parameters_and_A_training_fields():
+    cfg = {"estimator": {"hidden_size": 128, "sde_kwargs": {"gamma": 1.5}}, "num_samples": 100}
+    out = crps_sum.apply_set(cfg, ["beta=8", "damping_ratio=0.5", "A_training.lr=0.01", "A_training.cycle=0.2",
+                                   "max_epochs=3", "precision=bf16-mixed", "ensemble_size=1", "lags_seq=[1,2]"])
+    assert out["estimator"] == {"hidden_size": 128, "sde_kwargs": {"gamma": 1.5, "beta": 8, "damping_ratio": 0.5},
+                                "A_training": {"lr": 0.01, "cycle": 0.2}, "ensemble_size": 1, "lags_seq": [1, 2]}
+    assert out["max_epochs"] == 3 and out["precision"] == "bf16-mixed" and out["num_samples"] == 100
+    from vsmd_ts import VSMDEstimator
+
+    est = VSMDEstimator(freq="B", prediction_length=30, target_dim=8, **out["estimator"])  # a valid configuration
+    assert est.model_kwargs["beta"] == 8.0 and est.A_training.lr == 0.01
 
 
 def test_eval_sampler_spec_parses_grid_and_paths():

@@ -8,7 +8,7 @@ import pytest
 
 from vsmd_ts.timeseries.__main__ import main
 
-TINY = ["--set", "hidden_size=8", "num_layers=1", "denoiser_hidden=16", "denoiser_blocks=1", "batch_size=4",
+TINY = ["--set", "hidden_size=8", "num_layers=1", "denoiser_hidden=16", "batch_size=4",
         "num_batches_per_epoch=2", "sampler_steps=2", "ensemble_size=1", "context_length=12", "lags_seq=[1,24]",
         "progress=false", "trainer_kwargs={\"enable_progress_bar\":false}"]
 

@@ -1,8 +1,12 @@
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
 from vsmd_ts.diffusion.gaussian import exact_score_fn
 from vsmd_ts.diffusion import (
+    ATraining,
     AlternationSchedule,
     DSMLoss,
     ResidualMLP,
@@ -137,6 +141,32 @@ def test_alternation_schedule_reproduces_paper_and_scales():
     assert AlternationSchedule(warmup=0.5, cooldown=0.5).forward_phases(100) == []
     with pytest.raises(ValueError):
         AlternationSchedule(warmup=0.7, cooldown=0.5)
+
+
+def test_A_training_is_a_validated_schedule_with_the_A_update_settings():
+    import pickle
+
+    a = ATraining()
+    assert isinstance(a, AlternationSchedule) and a.schedule == AlternationSchedule()
+    assert (a.lr, a.trajectory_steps, a.num_trajectories) == (1e-3, 50, 256)
+    assert a.forward_phases(2500) == AlternationSchedule().forward_phases(2500)  # the schedule's stages
+    b = ATraining.of({"lr": 0.01, "cycle": 0.2, "trajectory_steps": np.int64(3), "num_trajectories": 8.0})
+    assert b == ATraining(cycle=0.2, lr=0.01, trajectory_steps=3, num_trajectories=8)
+    assert type(b.trajectory_steps) is int and type(b.num_trajectories) is int
+    assert ATraining.of(None) == a and ATraining.of(b) is b and ATraining.of(b.as_dict()) == b
+    assert pickle.loads(pickle.dumps(b)) == b
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.lr = 1.0
+    for bad, match in [({"lr": 0}, "lr must be positive"), ({"lr": float("inf")}, "lr must be a finite"),
+                       ({"lr": "fast"}, "lr must be a finite"), ({"warmup": 0.7, "cooldown": 0.5}, "warmup"),
+                       ({"cycle": 0}, "cycle"), ({"forward_fraction": 1.5}, "forward_fraction"),
+                       ({"trajectory_steps": 2.5}, "trajectory_steps must be a positive integer"),
+                       ({"num_trajectories": 0}, "num_trajectories"), ({"num_trajectories": True}, "num_trajectories"),
+                       ({"A_lr": 0.1, "prior": "fixed"}, "unknown A_training field\\(s\\) 'A_lr', 'prior'")]:
+        with pytest.raises(ValueError, match=match):
+            ATraining.of(bad)
+    with pytest.raises(ValueError, match="dict of its fields"):
+        ATraining.of(0.01)
 
 
 def test_score_model_parametrisation():

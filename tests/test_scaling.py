@@ -162,7 +162,7 @@ def _first_batches(rank, world_size, n=2, batch_size=8):
     data = ListDataset([{"start": pd.Period("2021-01-01", freq="h"), "target": target}], freq="h", one_dim_target=False)
     est = VSMDEstimator(
         freq="h", prediction_length=4, target_dim=3, context_length=8, lags_seq=[1, 2], hidden_size=4, num_layers=1,
-        denoiser_hidden=8, denoiser_blocks=1, batch_size=batch_size, num_batches_per_epoch=n, seed=0, progress=False,
+        denoiser_hidden=8, batch_size=batch_size, num_batches_per_epoch=n, seed=0, progress=False,
     )
     pl.seed_everything(0, verbose=False)  # what train_model does in every process
     transformed = est.create_transformation().apply(data, is_train=True)
@@ -255,7 +255,7 @@ def test_cached_training_data_gives_the_same_batches_and_transforms_once():
     entries = list(ListDataset([{"start": pd.Period("2021-01-01", freq="h"), "target": rng.standard_normal((3, 300))}],
                                freq="h", one_dim_target=False))
     est = VSMDEstimator(freq="h", prediction_length=4, target_dim=3, context_length=8, lags_seq=[1, 2], hidden_size=4,
-                        num_layers=1, denoiser_hidden=8, denoiser_blocks=1, batch_size=8, num_batches_per_epoch=3,
+                        num_layers=1, denoiser_hidden=8, batch_size=8, num_batches_per_epoch=3,
                         seed=0, progress=False)
     batches, passes = {}, {}
     for cache in (True, False):

@@ -100,10 +100,10 @@ def test_the_training_sampler_gives_short_series_windows_and_long_ones_full_cont
 
 @pytest.mark.parametrize("target", ["delta", "level"])
 def test_series_shorter_than_the_window_train_and_forecast_near_their_level(target):
-    # 15 steps: more than the context (12) but less than the window (12 + lag 24); an untrained model with
-    # gaussian_residual is a Gaussian random walk (or seasonal naive), so its forecasts show what the scaling does
+    # 15 steps: more than the context (12) but less than the window (12 + lag 24); with naive_share=1 every path is
+    # the naive forecast, a Gaussian random walk (or seasonal naive), so the forecasts show what the scaling does
     data = entries([15, 15, 15])
-    predictor = tiny(context_length=C, lags_seq=LAGS, target=target, gaussian_residual=True).train(listed(data))
+    predictor = tiny(context_length=C, lags_seq=LAGS, target=target, naive_share=1.0).train(listed(data))
     assert predictor.prediction_net.model.target == target
     forecasts = list(predictor.predict(listed(data)))
     assert [f.item_id for f in forecasts] == ["item0", "item1", "item2"]

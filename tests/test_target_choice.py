@@ -44,11 +44,13 @@ def test_choose_target_ignores_missing_values_and_short_histories():
 
 def tiny(**kw):
     args = dict(freq="h", prediction_length=6, target_dim=3, context_length=12, lags_seq=[1, 24], hidden_size=8,
-                num_layers=1, denoiser_hidden=16, denoiser_blocks=1, batch_size=4, num_batches_per_epoch=2,
+                num_layers=1, denoiser_hidden=16, batch_size=4, num_batches_per_epoch=2,
                 sampler_steps=2, num_parallel_samples=4, ensemble_size=1, seed=0, progress=False,
                 trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False))
     args.update(kw)
-    return VSMDEstimator(**args)
+    estimator = VSMDEstimator(**args)
+    estimator.model_kwargs["denoiser_blocks"] = 1  # the network layer's option: a one-block denoiser, fast tests
+    return estimator
 
 
 def data(target, freq="h"):

@@ -51,12 +51,10 @@ def test_robust_scale_matches_numpy_and_floors_relative_to_magnitude():
     obs = np.ones_like(x)
     obs[0, :10, 0] = 0
     mag = torch.ones(1, 1, 2)
-    loc, scale = robust_scale(torch.tensor(x), torch.tensor(obs), mag, "std", centre=True)
+    loc, scale = robust_scale(torch.tensor(x), torch.tensor(obs), mag, centre=True)
     assert np.allclose(loc[0, 0, 0], x[0, 10:, 0].mean()) and np.allclose(scale[0, 0, 0], x[0, 10:, 0].std())
-    loc, scale = robust_scale(torch.tensor(x), torch.tensor(obs), mag, "mean", centre=False)
-    assert loc.abs().max() == 0 and np.allclose(scale[0, 0, 1], np.abs(x[0, :, 1]).mean())
     const = torch.zeros(1, 20, 2)
-    _, scale = robust_scale(const, torch.ones_like(const), torch.tensor([[[1e-9, 0.0]]]), "std", centre=True)
+    _, scale = robust_scale(const, torch.ones_like(const), torch.tensor([[[1e-9, 0.0]]]), centre=True)
     assert torch.allclose(scale, torch.tensor([[[1e-13, 1.0]]]))  # relative floor, then 1 for all-zero series
 
 
@@ -168,70 +166,6 @@ def test_auto_scaling_whitens_few_series_and_scales_many():
     assert model(target="level").scaling == "std"
     wide = model(target_dim=65)
     assert wide.scaling == "std" and wide.scale_window == C
-
-
-def test_untrained_gaussian_residual_model_is_the_whitened_random_walk():
-    """Zero-initialised residual: one-step increments ~ N(0, diag(scale) L L^T diag(scale)), the random walk with
-    the scale window's covariance; without the Gaussian term an untrained model is far from it."""
-    m = model(gaussian_residual=True, num_parallel_samples=6000, sampler_steps=20)
-    assert not any(k.startswith("denoiser.sde") for k in m.state_dict())  # A is stored once, under sde.
-    batch = inputs(m, level=5.0)
-    values, vmask, levels, obs = m._modelled(batch["past_target"], batch["past_observed_values"])
-    _, scale, L, _ = m._scale(values, vmask, levels, obs)
-    cov = (scale[0, 0, :, None] * (L[0] @ L[0].T) * scale[0, 0, None, :]).double()
-    last = batch["past_target"][0, -1].double()
-    first = sample(m, batch)[0, :, 0] - last  # (paths, D)
-    emp = first.T @ first / first.shape[0]
-    sd = cov.diagonal().sqrt()
-    assert ((emp - cov).abs() / (sd[:, None] * sd[None, :]) < 0.08).all(), (emp, cov)
-    assert (first.mean(0).abs() / sd < 0.08).all()
-    plain = model(num_parallel_samples=6000, sampler_steps=20)
-    steps = sample(plain, batch)[0, :, 0] - last
-    assert ((steps.T @ steps / steps.shape[0]).diagonal() / cov.diagonal() - 1).abs().max() > 0.5
-
-
-def test_clip_bounds_the_scaled_values_of_a_pegged_series_that_jumps():
-    m, clipped = model(), model(clip=5.0)
-    batch = inputs(m)
-    P = m._past_length
-    pegged = batch["past_target"].clone()
-    pegged[0, :, 1] = 7.0  # a pegged series: no move over the context ...
-    future = pegged[:, -H:].clone()
-    future[0, 2:, 1] = 7.5  # ... then a revaluation, thousands of window scales
-    rest = dict(past_observed_values=batch["past_observed_values"], past_time_feat=batch["past_time_feat"],
-                future_time_feat=batch["future_time_feat"], future_target=future,
-                future_observed_values=torch.ones(1, H, D))
-    x_raw, _, _ = m.training_inputs(past_target=pegged, **rest)
-    x_clip, _, _ = clipped.training_inputs(past_target=pegged, **rest)
-    assert x_raw.abs().max() > 100 and x_clip.abs().max() == 5.0
-    small = x_raw.abs() <= 5.0  # ordinary steps are untouched
-    assert small.float().mean() > 0.9 and torch.equal(x_clip[small], x_raw[small])
-    assert torch.isfinite(sample(clipped, {**batch, "past_target": pegged})).all()
-    with pytest.raises(ValueError, match="clip"):
-        model(clip=0.0)
-
-
-def test_clip_bounds_the_sampled_steps_the_rnn_reads_but_not_the_forecast(monkeypatch):
-    # a sampler whose steps are far beyond the clip; the RNN must read them clipped, as it read its training history
-    def huge_steps(score_fn, sde, a, ts, cond=None):
-        return SamplerOutput(torch.full_like(a, 50.0), 0)
-
-    monkeypatch.setattr(VSMDModel, "sampler", property(lambda self: huge_steps))
-    m = model(clip=5.0, scaling="std", num_parallel_samples=2)
-    fed = []
-    monkeypatch.setattr(m, "_rnn", lambda inputs, state=None: (fed.append(inputs[:, :, :D * len(m.lags_seq)]),
-                                                                m.rnn(inputs, state))[1])
-    batch = inputs(m)
-    out = sample(m, batch)
-    lag1 = m.lags_seq.index(1)
-    later = torch.stack([f[:, 0].reshape(-1, D, len(m.lags_seq))[..., lag1] for f in fed[2:]])  # steps 1.. read step k-1
-    assert torch.equal(later, torch.full_like(later, 5.0))
-    # the forecast keeps the sampled (unclipped) steps: 50 scales per step
-    values, mask, levels, obs = m._modelled(batch["past_target"], batch["past_observed_values"])
-    _, scale, _, _ = m._scale(values[:, :m._past_length], mask[:, :m._past_length], levels[:, :m._past_length],
-                              obs[:, :m._past_length])
-    steps = torch.diff(out[0], dim=1)
-    assert torch.allclose(steps, 50.0 * scale[0].double().expand_as(steps), rtol=1e-4)
 
 
 def test_random_walk_paths_have_the_scale_windows_shrunk_covariance():

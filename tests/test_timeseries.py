@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -5,6 +7,7 @@ import torch
 from gluonts.dataset.common import ListDataset
 
 from vsmd_ts import VSMDEstimator
+from vsmd_ts.diffusion import ATraining
 from vsmd_ts.timeseries import default_lags, normalize_freq
 
 D, H, T = 3, 6, 160
@@ -21,15 +24,26 @@ def dataset(target, freq="h"):
     return ListDataset([{"start": START, "target": target}], freq=freq, one_dim_target=False)
 
 
+TINY_A_TRAINING = dict(trajectory_steps=3, num_trajectories=8)
+
+
 def tiny(**kw):
+    """A tiny estimator; ``A_training`` (a dict) adds to its few short A trajectories."""
     args = dict(
         freq="h", prediction_length=H, target_dim=D, context_length=12, lags_seq=[1, 2, 24],
-        hidden_size=8, num_layers=1, denoiser_hidden=16, denoiser_blocks=1, batch_size=4,
-        num_batches_per_epoch=3, sampler_steps=2, num_parallel_samples=5, trajectory_steps=3,
-        num_trajectories=8, seed=0, progress=False, trainer_kwargs=dict(max_epochs=2, enable_progress_bar=False),
+        hidden_size=8, num_layers=1, denoiser_hidden=16, batch_size=4,
+        num_batches_per_epoch=3, sampler_steps=2, num_parallel_samples=5,
+        seed=0, progress=False, trainer_kwargs=dict(max_epochs=2, enable_progress_bar=False),
     )
-    args.update(kw)
-    return VSMDEstimator(**args)
+    args.update(kw, A_training={**TINY_A_TRAINING, **kw.get("A_training", {})})
+    return one_block(VSMDEstimator(**args))
+
+
+def one_block(estimator):
+    """``estimator`` with a one-block denoiser (the estimator's is 3 blocks): the network layer's own option,
+    set where the estimator keeps the network's arguments, so that the tests stay fast."""
+    estimator.model_kwargs["denoiser_blocks"] = 1
+    return estimator
 
 
 @pytest.mark.parametrize("sde", ["vsuld", "vscld", "cld", "vsdm", "vp"])
@@ -77,7 +91,8 @@ def test_training_reduces_the_loss():
 
 def test_variational_score_is_learned_during_training():
     """The alternation schedule reaches its A phases: A moves for vsuld, stays 0 for cld."""
-    est = tiny(num_batches_per_epoch=10, trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False), A_lr=1e-2)
+    est = tiny(num_batches_per_epoch=10, trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False),
+               A_training=dict(lr=1e-2))
     module = est.train_model(dataset(signal())).trained_net
     A = module.model.sde.A_v.detach()
     assert (A.abs() > 1e-3).all() and (A.abs() < 0.4).all()
@@ -87,16 +102,6 @@ def test_variational_score_is_learned_during_training():
     est = tiny(sde="cld", num_batches_per_epoch=10, trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False))
     module = est.train_model(dataset(signal())).trained_net
     assert (module.model.sde.A_v == 0).all() and module.A_status is None
-
-
-def test_newton_A_update_on_fixed_prior_trajectories():
-    """A_update="newton" leaves A at the minimiser of the last trajectories, drawn from the fixed prior."""
-    est = tiny(num_batches_per_epoch=10, trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False),
-               A_update="newton", A_prior="fixed", trajectory_sampler="splitting")
-    module = est.train_model(dataset(signal())).trained_net
-    assert module.objective.updater.prior == "fixed" and module.model.prior == "data"  # sampling keeps its prior
-    status = module.A_status
-    assert status["gap"] < 1e-5 and (status["A_v"].abs() > 0).any() and (status["A_v"].abs() < 0.4).all()
 
 
 def test_nan_targets_train_without_nan_loss():
@@ -111,8 +116,13 @@ def test_nan_targets_train_without_nan_loss():
     assert np.isfinite(samples).all()
 
 
-@pytest.mark.parametrize("options", [{}, {"gaussian_residual": True}, {"sign_symmetry": True},
-                                     {"naive_share": 0.4}])
+SDE_KWARGS = {"beta": 6.0, "damping_ratio": 0.5, "gamma": 1.5, "A_max": 0.3}
+A_TRAINING = {"lr": 1e-2, "warmup": 0.1, "cooldown": 0.3, "cycle": 0.2, "forward_fraction": 0.25,
+              "trajectory_steps": 4, "num_trajectories": 6}
+
+
+@pytest.mark.parametrize("options", [{}, {"naive_share": 0.4}, {"sde_kwargs": SDE_KWARGS},
+                                     {"A_training": A_TRAINING}])
 def test_serialize_round_trip_gives_identical_forecasts(tmp_path, options):
     from gluonts.model.predictor import Predictor
 
@@ -127,6 +137,53 @@ def test_serialize_round_trip_gives_identical_forecasts(tmp_path, options):
     np.testing.assert_array_equal(a, b)
     # A (the variational score) is part of the saved state
     torch.testing.assert_close(loaded.prediction_net.model.sde.A_v, predictor.prediction_net.model.sde.A_v)
+    # so are the SDE's parameters and the A training
+    sde, given = loaded.prediction_net.model.sde, options.get("sde_kwargs", {})
+    assert (sde.beta_value, sde.damping_ratio, sde.gamma, sde.A.A_max) == (
+        given.get("beta", 10.0), given.get("damping_ratio", 0.7), given.get("gamma", 2.0), given.get("A_max", 0.4))
+    assert loaded.prediction_net.A_training == ATraining(**{**TINY_A_TRAINING, **options.get("A_training", {})})
+
+
+def test_the_estimator_has_at_most_thirty_arguments_as_deepar():
+    import inspect
+
+    assert len(inspect.signature(VSMDEstimator.__init__).parameters) - 1 <= 30
+
+
+@pytest.mark.parametrize("A_training", [None, A_TRAINING, ATraining(**A_TRAINING)])
+def test_estimator_serde_round_trip_keeps_sde_kwargs_and_A_training(A_training):
+    """GluonTS serialises an estimator by its arguments: A_training is kept as the dict of all its fields."""
+    from gluonts.core import serde
+
+    est = VSMDEstimator(freq="h", prediction_length=H, target_dim=D, sde="vscld", sde_kwargs={"beta": 7, "A_max": 0.2},
+                        A_training=A_training, ensemble_size=2)
+    expected = ATraining.of(A_training)
+    assert est.A_training == expected and est.module_kwargs["A_training"] == expected.as_dict()
+    encoded = serde.encode(est)
+    assert encoded["kwargs"]["A_training"] == (None if A_training is None else expected.as_dict())
+    loaded = serde.decode(json.loads(serde.dump_json(est)))
+    assert isinstance(loaded, VSMDEstimator) and loaded.__init_args__ == est.__init_args__
+    assert loaded.model_kwargs == est.model_kwargs and loaded.module_kwargs == est.module_kwargs
+    assert (est.model_kwargs["beta"], est.model_kwargs["damping_ratio"], est.model_kwargs["A_max"]) == (7.0, 1.0, 0.2)
+    assert loaded.create_lightning_module().A_training == expected
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(sde_kwargs={"beta": 8, "prior": "fixed"}), "unknown sde_kwargs key\\(s\\) 'prior'; known: beta, damping_ratio"),
+    (dict(sde_kwargs={"beta": 0}), "sde_kwargs\\['beta'\\] must be a finite number in \\(0, inf\\)"),
+    (dict(sde_kwargs={"gamma": float("nan")}), "gamma"),
+    (dict(sde_kwargs={"A_max": "big"}), "A_max"),
+    (dict(sde="vscld", sde_kwargs={"damping_ratio": 0.7}), "damping_ratio must be 1.0"),
+    (dict(sde="vsdm", sde_kwargs={"damping_ratio": 0.7}), "damping_ratio does not apply"),
+    (dict(A_training={"A_lr": 0.1}), "unknown A_training field\\(s\\) 'A_lr'"),
+    (dict(A_training={"lr": -1.0}), "ATraining.lr must be positive"),
+    (dict(A_training={"warmup": 0.8, "cooldown": 0.4}), "warmup"),
+    (dict(A_training={"trajectory_steps": 0}), "trajectory_steps"),
+    (dict(A_training=0.01), "dict of its fields"),
+])
+def test_sde_kwargs_and_A_training_are_validated_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        VSMDEstimator(freq="h", prediction_length=H, target_dim=D, **kwargs)
 
 
 def test_no_files_left_in_working_directory(tmp_path, monkeypatch):
@@ -156,7 +213,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="unknown sde"):
         tiny(sde="ddpm")
     with pytest.raises(ValueError, match="damping_ratio"):
-        tiny(sde="vsuld", damping_ratio=1.5)
+        tiny(sde="vsuld", sde_kwargs={"damping_ratio": 1.5})
 
 
 def test_frequency_helpers():
@@ -180,8 +237,8 @@ def _prediction_inputs(estimator, module, data):
 def test_ensemble_members_train_apart_and_forecasts_mix_them(tmp_path):
     from gluonts.model.predictor import Predictor
 
-    est = tiny(ensemble_size=2, naive_share=0.0, num_parallel_samples=5, num_batches_per_epoch=10, A_lr=1e-2,
-               trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False))
+    est = tiny(ensemble_size=2, naive_share=0.0, num_parallel_samples=5, num_batches_per_epoch=10,
+               A_training=dict(lr=1e-2), trainer_kwargs=dict(max_epochs=5, enable_progress_bar=False))
     initial = est.create_lightning_module()
     assert len(initial.members) == 2
     w0 = [m.denoiser.state_dict() for m in initial.members]
@@ -216,46 +273,6 @@ def test_ensemble_members_train_apart_and_forecasts_mix_them(tmp_path):
     torch.manual_seed(7)
     b = next(iter(loaded.predict(dataset(signal())))).samples
     np.testing.assert_array_equal(a, b)
-
-
-def test_sign_symmetry_makes_forecasts_odd_in_the_target():
-    est = tiny(ensemble_size=2, sign_symmetry=True)
-    module = est.create_lightning_module().eval()
-    for m in module.members:  # an output bias: the untrained denoiser then has a drift, even in the history
-        torch.nn.init.normal_(m.denoiser.out[-1].weight, std=0.2)
-        torch.nn.init.constant_(m.denoiser.out[-1].bias, 0.5)
-    inputs = _prediction_inputs(est, module, dataset(signal()))
-    flipped = {**inputs, "past_target": -inputs["past_target"]}
-
-    def mean_move(inp, S=3000):
-        torch.manual_seed(0)
-        with torch.no_grad():
-            moves = module(**inp, num_parallel_samples=S)[0, :, -1] - inp["past_target"][0, -1]
-        assert moves.shape == (S, D) and torch.isfinite(moves).all()
-        return moves.mean(0), moves.std(0) / S**0.5
-
-    def asymmetry():  # E[move | y] + E[move | -y] in standard errors: 0 for an odd forecaster
-        (m1, se1), (m2, se2) = mean_move(inputs), mean_move(flipped)
-        return ((m1 + m2) / (se1**2 + se2**2).sqrt()).abs()
-
-    assert asymmetry().max() < 4.5
-    module.sign_symmetry = False  # the same weights without it: a drift that does not flip with the data
-    assert asymmetry().max() > 10
-
-
-def test_random_signs_negate_whole_windows():
-    from vsmd_ts.timeseries.lightning_module import VSMDLightningModule
-
-    torch.manual_seed(0)
-    batch = {"past_target": torch.rand(2000, 7, D) + 1, "future_target": torch.rand(2000, H, D) + 1,
-             "past_observed_values": torch.ones(2000, 7, D)}
-    out = VSMDLightningModule._random_signs(batch)
-    sign = out["past_target"] / batch["past_target"]
-    assert set(sign.unique().tolist()) == {-1.0, 1.0}
-    assert (sign == sign[:, :1, :1]).all()  # one sign per window, past and future alike
-    assert torch.equal(out["future_target"] / batch["future_target"], sign[:, :1].expand(-1, H, -1))
-    assert 900 < (sign[:, 0, 0] < 0).sum() < 1100
-    assert out["past_observed_values"] is batch["past_observed_values"]
 
 
 def test_set_sampler_reaches_every_member():

@@ -4,7 +4,7 @@ Imports torch only, so it is quick to import and test.
 """
 
 from .losses import DSMLoss, VariationalLoss, evaluation_loss, sample_times
-from .nets import GaussianResidual, ResidualMLP, ScoreModel, SinusoidalEmbedding
+from .nets import ResidualMLP, ScoreModel, SinusoidalEmbedding
 from .registry import SDE_NAMES, SDE_REGISTRY, TRAJECTORY_STEPS, SDESpec, default_kwargs, is_momentum, make_sde
 from .samplers import (
     SAMPLERS,
@@ -25,13 +25,13 @@ from .samplers import (
 from .processes import MomentumSDE, OverdampedSDE, damping_transform, inverse_damping_transform
 from .sde import LinearSDE, Transition
 from .training import A_summary, VSMDObjective, make_optimizer, split_A_parameters
-from .variational import AlternationSchedule, Trajectories, VariationalScoreUpdater, simulate_backward
+from .variational import ATraining, AlternationSchedule, Trajectories, VariationalScoreUpdater, simulate_backward
 
 __all__ = [
+    "ATraining",
     "A_summary",
     "AlternationSchedule",
     "DSMLoss",
-    "GaussianResidual",
     "LinearSDE",
     "MomentumSDE",
     "OverdampedSDE",

@@ -10,7 +10,7 @@ from torch import nn
 
 from .sde import LinearSDE
 
-__all__ = ["GaussianResidual", "ResidualMLP", "ScoreModel", "SinusoidalEmbedding"]
+__all__ = ["ResidualMLP", "ScoreModel", "SinusoidalEmbedding"]
 
 
 class SinusoidalEmbedding(nn.Module):
@@ -126,27 +126,3 @@ class ScoreModel(nn.Module):
         scale = self.sde.noise_scale(t).to(eps_hat.device, eps_hat.dtype)
         return -eps_hat / scale
 
-
-class GaussianResidual(nn.Module):
-    """A noise-prediction network added to the exact one of standardised Gaussian data.
-
-    ``forward(a, t, cond) = sde.gaussian_noise_prediction(a, t, data_var) + net(a, t, cond)``,
-    shapes as :class:`ResidualMLP`. The first term is the optimal denoiser if
-    the data coordinates are independent ``N(0, data_var)``
-    (:meth:`~vsmd_ts.diffusion.LinearSDE.gaussian_noise_prediction`), so with
-    a zero-initialised output layer an untrained model samples that Gaussian,
-    and training learns only how the data depart from it. For whitened
-    increments that Gaussian is a random walk with the recent covariance.
-
-    The SDE is held by reference and not registered: it belongs to the model
-    that owns both, and its ``A`` must not appear twice in a state dict.
-    """
-
-    def __init__(self, sde: LinearSDE, net: nn.Module, data_var: float = 1.0):
-        super().__init__()
-        object.__setattr__(self, "sde", sde)
-        self.net = net
-        self.data_var = float(data_var)
-
-    def forward(self, a: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.sde.gaussian_noise_prediction(a, t, self.data_var) + self.net(a, t, cond)

@@ -407,7 +407,7 @@ class LinearSDE(nn.Module):
         ``(N, K, *data_shape)``; ``t`` is ``()`` or ``(N,)``. Returns
         ``(N, *data_shape)`` in the dtype of ``a``. For standardised data this
         is a closed-form denoiser, and a network added to it learns only what
-        the data have beyond that Gaussian (:class:`~vsmd_ts.diffusion.GaussianResidual`).
+        the data have beyond that Gaussian.
         """
         t = self._as_time(t, a)
         one = self._one_time(t)

@@ -4,16 +4,18 @@ Training alternates between a *backward* stage (denoising score matching with
 A frozen) and a *forward* stage (a gradient step on the variational loss of
 eq. 13 for A, evaluated on backward trajectories simulated with the current
 score, the network frozen). :class:`AlternationSchedule` says which stage a
-step belongs to, as fractions of the run; :class:`VariationalScoreUpdater`
-caches the simulated trajectories of a forward stage and returns its loss.
+step belongs to, as fractions of the run; :class:`ATraining` adds the A update's
+learning rate and trajectories to it (the settings a front end exposes);
+:class:`VariationalScoreUpdater` caches the simulated trajectories of a forward
+stage and returns its loss.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
-
 import math
+import numbers
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 
@@ -21,7 +23,7 @@ from .losses import VariationalLoss
 from .samplers import euler_maruyama, splitting, time_grid
 from .sde import LinearSDE
 
-__all__ = ["AlternationSchedule", "Trajectories", "VariationalScoreUpdater", "simulate_backward"]
+__all__ = ["ATraining", "AlternationSchedule", "Trajectories", "VariationalScoreUpdater", "simulate_backward"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,82 @@ class AlternationSchedule:
     def phase_start(self, step: int, total_steps: int) -> bool:
         """Whether ``step`` opens a forward phase (time to simulate new trajectories)."""
         return any(step == lo for lo, _ in self.forward_phases(total_steps))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ATraining(AlternationSchedule):
+    """How Algorithm 1 trains the variational score A: the alternation schedule and the A update.
+
+    An :class:`AlternationSchedule` (``warmup``, ``cooldown``, ``cycle``,
+    ``forward_fraction``, fractions of the run) with the settings of its
+    forward (A-update) phases. Frozen and validated at construction:
+    ``ValueError`` naming the field for a value out of range.
+
+    Parameters
+    ----------
+    warmup, cooldown, cycle, forward_fraction
+        See :class:`AlternationSchedule` (defaults 0.2, 0.4, 0.12, 1/6: the
+        authors' time-series schedule at any run length).
+    lr
+        Learning rate of A (a positive finite number; default 1e-3): A has
+        its own parameter group of the one optimiser
+        (:func:`~vsmd_ts.diffusion.make_optimizer`).
+    trajectory_steps
+        Euler-Maruyama steps of the backward trajectories simulated at the
+        start of each forward phase (a positive integer; default 50).
+    num_trajectories
+        Number of those trajectories, seeded by the rows of the batch (a
+        positive integer; default 256).
+    """
+
+    lr: float = 1e-3
+    trajectory_steps: int = 50
+    num_trajectories: int = 256
+
+    def __post_init__(self):
+        for name in ("warmup", "cooldown", "cycle", "forward_fraction", "lr"):
+            value = getattr(self, name)
+            if not _is_real(value) or not math.isfinite(value):
+                raise ValueError(f"ATraining.{name} must be a finite number, got {value!r}")
+        super().__post_init__()
+        if not self.lr > 0:
+            raise ValueError(f"ATraining.lr must be positive, got {self.lr!r}")
+        for name in ("trajectory_steps", "num_trajectories"):
+            value = getattr(self, name)
+            if not _is_real(value) or not float(value).is_integer() or value < 1:
+                raise ValueError(f"ATraining.{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+
+    @classmethod
+    def of(cls, value: Optional[Any] = None) -> "ATraining":
+        """An :class:`ATraining` from ``None`` (the defaults), an instance, or a mapping of some of its fields.
+
+        ``ValueError`` naming the unknown keys of a mapping, or the field whose value is out of range.
+        """
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"A_training must be an ATraining, a dict of its fields or None, got {value!r}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in value if k not in names)
+        if unknown:
+            raise ValueError(f"unknown A_training field(s) {', '.join(map(repr, unknown))}; known: {', '.join(names)}")
+        return cls(**value)
+
+    def as_dict(self) -> dict:
+        """The fields as a plain dict (JSON primitives): what a serialised front end stores."""
+        return asdict(self)
+
+    @property
+    def schedule(self) -> AlternationSchedule:
+        """The alternation schedule alone."""
+        return AlternationSchedule(self.warmup, self.cooldown, self.cycle, self.forward_fraction)
 
 
 @dataclass

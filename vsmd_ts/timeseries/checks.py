@@ -13,15 +13,20 @@ from gluonts.core.component import validated
 from gluonts.dataset.field_names import FieldName
 from gluonts.transform import MapTransformation
 
+from vsmd_ts.diffusion import ATraining
+
 __all__ = [
+    "ATrainingOption",
     "CheckMultivariateTarget",
     "MIN_HISTORY",
     "COVARIATE_FIELDS",
     "PositiveWholeNumber",
+    "SDE_PARAMETERS",
     "SeedNumber",
     "WholeNumber",
     "check_num_samples",
     "check_options",
+    "check_sde_kwargs",
     "check_training_data",
 ]
 
@@ -76,15 +81,34 @@ class SeedNumber(_BoundedInteger):
     high, what = 2**32 - 1, "an integer seed in [0, 2**32 - 1]"
 
 
+class ATrainingOption(dict):
+    """A ``@validated`` parameter type: the A training of Algorithm 1, given as a
+    :class:`~vsmd_ts.diffusion.ATraining` or a dict of some of its fields.
+
+    Validated by :meth:`ATraining.of <vsmd_ts.diffusion.ATraining.of>` (unknown
+    fields and values out of range raise ``ValueError``) and kept as the plain dict
+    of all its fields, so that GluonTS's ``serde`` writes and reads it as JSON.
+    """
+
+    @classmethod
+    def __get_validators__(cls):
+        yield cls.validate
+
+    @classmethod
+    def validate(cls, value):
+        return ATraining.of(value).as_dict()
+
+
+# the forward SDE's parameters that VSMDEstimator's sde_kwargs may set
+SDE_PARAMETERS = ("beta", "damping_ratio", "gamma", "A_max")
+
 # numeric options that the annotations of VSMDEstimator do not bound: (low, high, low included, high included)
 _OPTION_RANGES = {
     "dropout_rate": (0.0, 1.0, True, False),
     "weight_decay": (0.0, math.inf, True, False),
     "lr": (0.0, math.inf, False, False),
-    "A_lr": (0.0, math.inf, False, False),
-    "clip": (0.0, math.inf, False, False),
-    "time_grid_rho": (0.0, math.inf, False, False),
     "naive_share": (0.0, 1.0, True, True),
+    **{name: (0.0, math.inf, False, False) for name in SDE_PARAMETERS},
 }
 
 
@@ -95,15 +119,30 @@ def check_options(**options) -> None:
     ``weight_decay >= 0``, ``naive_share`` in ``[0, 1]``, the others > 0).
     """
     for name, value in options.items():
-        if value is None:
-            continue
-        low, high, low_in, high_in = _OPTION_RANGES[name]
-        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-        ok = ok and math.isfinite(value) and (low <= value if low_in else low < value)
-        ok = ok and (value <= high if high_in else value < high)
-        if not ok:
-            interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
-            raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+        if value is not None:
+            _check_number(name, name, value)
+
+
+def _check_number(label: str, name: str, value: Any) -> None:
+    low, high, low_in, high_in = _OPTION_RANGES[name]
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    ok = ok and math.isfinite(value) and (low <= value if low_in else low < value)
+    ok = ok and (value <= high if high_in else value < high)
+    if not ok:
+        interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+        raise ValueError(f"{label} must be a finite number in {interval}, got {value!r}")
+
+
+def check_sde_kwargs(sde_kwargs: Optional[Dict[str, Any]]) -> Dict[str, float]:
+    """The given SDE parameters as floats; ``ValueError`` for a key not in :data:`SDE_PARAMETERS` or a value
+    that is not a positive finite number (``None`` gives ``{}``)."""
+    given = dict(sde_kwargs or {})
+    unknown = sorted(str(key) for key in given if key not in SDE_PARAMETERS)
+    if unknown:
+        raise ValueError(f"unknown sde_kwargs key(s) {', '.join(map(repr, unknown))}; known: {', '.join(SDE_PARAMETERS)}")
+    for key, value in given.items():
+        _check_number(f"sde_kwargs[{key!r}]", key, value)
+    return {key: float(value) for key, value in given.items()}
 
 
 def check_num_samples(num_samples: Any) -> Optional[int]:

@@ -24,7 +24,6 @@ from gluonts.transform import (
     AsNumpyArray,
     Chain,
     ExpectedNumInstanceSampler,
-    InstanceSampler,
     InstanceSplitter,
     RenameFields,
     SelectFields,
@@ -34,27 +33,30 @@ from gluonts.transform import (
     VstackFeatures,
 )
 
-from vsmd_ts.diffusion import AlternationSchedule, default_kwargs, get_sampler, is_momentum, make_sde
+from vsmd_ts.diffusion import ATraining, default_kwargs, get_sampler, is_momentum, make_sde
 from vsmd_ts.training.checkpoint import check_resume_checkpoint
 from vsmd_ts.training.precision import resolve_precision
 
 from .checks import (
     COVARIATE_FIELDS,
     MIN_HISTORY,
+    ATrainingOption,
     CheckMultivariateTarget,
     PositiveWholeNumber,
     SeedNumber,
     WholeNumber,
     check_options,
+    check_sde_kwargs,
     check_training_data,
 )
 from .distributed import RankSeededLoader
 from .features import choose_target, default_lags, is_sub_daily, normalize_freq, season_length, time_features_for
-from .lightning_module import A_LR, LR, SCHEDULE, SIGN_SYMMETRY_COVARIATES, WEIGHT_DECAY, VSMDLightningModule
-from .module import NAIVE_SHARE, SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO, _embedding_sizes
+from .lightning_module import LR, WEIGHT_DECAY, VSMDLightningModule
+from .module import NAIVE_SHARE, SAMPLER, SAMPLER_STEPS, _embedding_sizes
 from .predictor import VSMDPredictor
 
-__all__ = ["CheckMultivariateTarget", "ContextInstanceSampler", "VSMDEstimator", "PREDICTION_INPUT_NAMES", "TRAINING_INPUT_NAMES"]
+__all__ = ["CheckMultivariateTarget", "ContextInstanceSampler", "VSMDEstimator", "PREDICTION_INPUT_NAMES", "SDE_DEFAULTS",
+           "TRAINING_INPUT_NAMES"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ PREDICTION_INPUT_NAMES = ["past_target", "past_observed_values", "past_time_feat
 TRAINING_INPUT_NAMES = PREDICTION_INPUT_NAMES + ["future_target", "future_observed_values"]
 # the instance splitter's name for the past window of past_feat_dynamic_real, and the model's
 _SPLIT_PAST_COVARIATES = "past_" + FieldName.PAST_FEAT_DYNAMIC_REAL
+
+# defaults of the SDE parameters that the registry leaves to the SDE classes (sde_kwargs "gamma" and "A_max")
+SDE_DEFAULTS = {"gamma": 2.0, "A_max": 0.4}
 
 # ckpt_path values that Lightning resolves itself; any other is a file, checked before Lightning reads it
 _LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
@@ -133,18 +138,18 @@ class ContextInstanceSampler(ExpectedNumInstanceSampler):
         return (a if b >= a else min(a, self.min_history)), b
 
 
-def _sde_defaults(sde: str, beta: Optional[float], damping_ratio: Optional[float], **kwargs):
-    """``(beta, damping_ratio)`` with the registry's defaults filled in; ``ValueError`` for an invalid combination.
+def _sde_parameters(sde: str, sde_kwargs: Optional[Dict[str, Any]]) -> Dict[str, Optional[float]]:
+    """``beta``, ``damping_ratio``, ``gamma`` and ``A_max`` of ``sde``: ``sde_kwargs`` over the registry's defaults
+    (and :data:`SDE_DEFAULTS`); ``ValueError`` for an unknown key, a bad value or an invalid combination.
 
     Builds the (tiny) SDE once so that bad SDE parameters fail at construction.
     """
+    given = check_sde_kwargs(sde_kwargs)
     defaults = default_kwargs(sde)  # ValueError naming the known SDEs
-    beta = beta if beta is not None else defaults["beta"]
-    damping_ratio = damping_ratio if damping_ratio is not None else defaults.get("damping_ratio")
-    if not is_momentum(sde):
-        kwargs = {"A_max": kwargs["A_max"]}
-    make_sde(sde, (1,), beta=beta, damping_ratio=damping_ratio, **kwargs)
-    return beta, damping_ratio
+    params = {"beta": defaults["beta"], "damping_ratio": defaults.get("damping_ratio"), **SDE_DEFAULTS, **given}
+    kwargs = {"gamma": params["gamma"], "A_max": params["A_max"]} if is_momentum(sde) else {"A_max": params["A_max"]}
+    make_sde(sde, (1,), beta=params["beta"], damping_ratio=params["damping_ratio"], **kwargs)
+    return params
 
 
 class VSMDEstimator(PyTorchLightningEstimator):
@@ -187,100 +192,77 @@ class VSMDEstimator(PyTorchLightningEstimator):
     target_dim
         Number of series ``D``.
     context_length
-        RNN unroll (default ``3 * prediction_length``).
+        Steps the RNN unrolls before the forecast (default ``3 * prediction_length``).
     lags_seq
-        1-based target lags fed to the RNN (default: a handful chosen from ``freq``).
+        1-based target lags fed to the RNN (default: a handful chosen from ``freq``, e.g. ``[1, 2, 3, 24, 168]``
+        for hourly data; see :func:`~vsmd_ts.timeseries.features.default_lags`).
     sde
-        ``"vsuld"`` (default), ``"vscld"``, ``"cld"``, ``"uld"``, ``"vsdm"`` or ``"vp"``.
-    beta
-        Speed of the forward SDE (default 10 for momentum SDEs and VSDM, chosen on exchange-rate validation data;
-        ``beta_max = 20`` for VP).
-    damping_ratio
-        R for ``vsuld``/``uld`` (default 0.7); ``vscld``/``cld`` accept only 1; ``vsdm``/``vp`` have no velocity
-        and reject any value.
-    gamma
-        Friction of the momentum SDEs (forward friction ``beta gamma (1 - 2 A_v) / 2``; see
-        :class:`~vsmd_ts.diffusion.MomentumSDE`); unused by ``vsdm``/``vp``.
-    A_max
-        Bound of the learned variational score, ``A = A_max tanh(theta)`` (keeps the forward SDE stable).
-    initial_velocity
-        ``"marginal"`` (default, v0 integrated out) or ``"sample"`` (v0 drawn, as in the authors' code).
-    prior
-        Sampling prior: ``"data"`` (default), ``"transition"``, ``"stationary"`` or ``"fixed"`` (``N(0, I)``
-        whatever A is; the only one under which the A update can react to the data, see
-        :meth:`~vsmd_ts.diffusion.LinearSDE.prior_cov`).
-    num_layers, hidden_size, rnn_type, dropout_rate
-        History encoder (``rnn_type`` ``"lstm"`` or ``"gru"``).
-    denoiser_hidden, denoiser_blocks
-        Residual-MLP denoiser size.
-    gaussian_residual
-        The network learns a correction to the exact denoiser of standard normal (scaled, whitened) data, so an
-        untrained model is a Gaussian random walk with the recent covariance (see
-        :class:`~vsmd_ts.diffusion.GaussianResidual`). Off by default: no better on exchange validation windows
-        (benchmarks/RESULTS.md, section 0.7).
+        Forward SDE: ``"vsuld"`` (default: under-damped momentum SDE with a learnt variational score A),
+        ``"vscld"`` (critically damped, learnt A), ``"cld"`` / ``"uld"`` (A = 0), ``"vsdm"`` (no momentum,
+        learnt A) or ``"vp"`` (TimeGrad-like VP SDE); see :data:`vsmd_ts.diffusion.SDE_REGISTRY`.
+    sde_kwargs
+        A dict with some of the SDE's parameters (default ``None``: each at its default):
+        ``beta``, its speed (default 10, chosen on exchange validation windows; for ``"vp"`` the end of its
+        linear schedule, default 20); ``damping_ratio`` R of ``"vsuld"`` / ``"uld"`` (default 0.7, chosen
+        alike; ``"vscld"`` / ``"cld"`` accept only 1, ``"vsdm"`` / ``"vp"`` have no velocity and reject it);
+        ``gamma``, the friction of the momentum SDEs (default 2; forward friction ``beta gamma (1 - 2 A_v) / 2``,
+        see :class:`~vsmd_ts.diffusion.MomentumSDE`; unused by ``"vsdm"`` / ``"vp"``); ``A_max``, the bound of
+        the learnt A, ``A = A_max tanh(theta)``, which keeps the forward SDE stable (default 0.4). Each value
+        must be a positive finite number; an unknown key or an invalid combination raises ``ValueError`` here.
+        Evidence for the defaults: benchmarks/RESULTS.md.
+    A_training
+        How Algorithm 1 trains A: a :class:`~vsmd_ts.diffusion.ATraining` or a dict of some of its fields
+        (default ``None``: its defaults), validated here. ``warmup`` (0.2) and ``cooldown`` (0.4) are the
+        fractions of the run that train the network with A frozen at the start and the end; in between,
+        cycles of ``cycle`` (0.12) of the run end with ``forward_fraction`` (1/6) of A steps: the authors'
+        time-series schedule at any run length. ``lr`` (1e-3) is A's learning rate in the one AdamW;
+        ``trajectory_steps`` (50) and ``num_trajectories`` (256) size the backward trajectories, simulated with
+        the current score at the start of each A phase, on which A's variational loss is taken. Unused by the
+        SDEs with A = 0. The forecasts do not need A at its fixed point: the network is trained for whatever A
+        is (benchmarks/results_variational.md).
+    num_layers, hidden_size, dropout_rate
+        History encoder: an LSTM of ``num_layers`` (default 2) layers of ``hidden_size`` (default 64), dropout
+        ``dropout_rate`` (in ``[0, 1)``, default 0.1) between layers.
+    denoiser_hidden
+        Width of the residual-MLP denoiser (3 blocks; default 128).
     target
         ``"delta"`` (model increments, forecast = last value + their cumulative sum), ``"level"`` (model the
         values themselves) or ``"auto"`` (default): ``"level"`` when, on the last 20 horizons of the training
         data, repeating the last season (a day for sub-daily data, a week for daily data) forecasts better
         than the last value, else ``"delta"``; see :func:`~vsmd_ts.timeseries.features.choose_target`.
-        Increments suit near-random walks (exchange rates), levels data with a cycle (hourly load).
-    scaling
-        ``"auto"`` (default: ``"whiten"`` for increments of up to 64 series, else ``"std"``), ``"std"``,
-        ``"mean"``, ``"none"`` or ``"whiten"`` (per-series ``"std"``, then the series' increments decorrelated
-        by their shrunk correlation over ``scale_window``, so the diffusion models what a Gaussian random walk
-        with that covariance leaves unexplained; ``O(D^3)`` per window; chosen on exchange validation windows,
-        see benchmarks/RESULTS.md); scales are floored relative to the series' magnitude, so forecasts do not
-        depend on the data's units.
-    scale_window
-        Last steps of the context the scale (and whitening) is computed over (default: 20 steps for
-        ``"whiten"``, else the whole context); a short window follows the recent volatility and correlation.
-    clip
-        Clip the scaled (whitened) modelled values to ``[-clip, clip]`` in training and in the history the RNN
-        reads (``None``: no clipping): robust to the rare huge steps of series whose recent scale is tiny.
-        Off by default: ``clip=10`` was no better on three exchange validation folds (benchmarks/RESULTS.md 0.8).
+        Increments suit near-random walks (exchange rates), levels data with a cycle (hourly load). Increments
+        of up to 64 series are whitened: scaled per series and decorrelated by their shrunk correlation over
+        the last 20 steps of the context, so the diffusion models what a Gaussian random walk with that
+        covariance leaves unexplained (``O(D^3)`` per window); levels, and increments of more series, are
+        scaled per series over the context (levels also centred). Scales are floored relative to the series'
+        magnitude, so forecasts do not depend on the data's units. Chosen on exchange validation windows
+        (benchmarks/RESULTS.md).
     sampler
         ``"sde_pc2"`` (default: the reverse SDE by an exponential predictor-corrector of order 2, accurate at
         20 NFE; chosen on exchange validation windows, benchmarks/results_samplers.md), ``"splitting"`` (the
-        reverse SDE by symmetric splitting, the previous default at 40 steps), ``"heun"`` (probability-flow ODE),
-        ``"exp_heun"`` (exponential Heun: the PF-ODE's stationary linear part integrated exactly),
-        ``"exp_pc3"`` (exponential predictor-corrector, the most accurate PF-ODE sampler per NFE) or
-        ``"euler_maruyama"`` (reverse SDE).
+        reverse SDE by symmetric splitting), ``"heun"`` (probability-flow ODE), ``"exp_heun"`` (exponential
+        Heun: the PF-ODE's stationary linear part integrated exactly), ``"exp_pc3"`` (exponential
+        predictor-corrector, the most accurate PF-ODE sampler per NFE) or ``"euler_maruyama"`` (reverse SDE).
+        Every sampler runs on a time grid of spacing 2 (more steps near the data).
     sampler_steps
         Sampler steps per forecast step (default 20; NFE = 2 x steps for the Heun samplers, else steps).
-    time_grid_rho
-        Spacing of the sampling time grid (> 0; 1 is uniform, default 2: more steps near the data).
     num_parallel_samples
-        Paths sampled in parallel per series.
-    loss_positions
-        ``"all"`` (context and horizon steps enter the loss) or ``"future"`` (horizon only).
-    lr, A_lr, weight_decay
-        One AdamW with a separate learning rate for A; ``weight_decay`` (of the network, not A) defaults to
-        1e-2, PyTorch's AdamW default, which beat 1e-8 on three exchange validation folds by a margin well inside
-        the seed noise (15-run mean CRPS-Sum 0.01072 against 0.01073; benchmarks/RESULTS.md 0.9).
-    warmup, cooldown, cycle, forward_fraction
-        Alternation schedule of A updates, as fractions of the run.
-    trajectory_steps, num_trajectories, frozen_policy
-        Backward simulations for the A update (``frozen_policy`` ``"score"`` or ``"score_minus_forward"``).
-    A_update, A_prior, trajectory_sampler
-        How A is updated: ``"gradient"`` (default: ``A_lr`` steps of the one optimiser) or ``"newton"``
-        (A set to the minimiser of the variational loss at each refresh; single process only), the prior of
-        the backward trajectories (``None``: the sampling prior; ``"fixed"`` lets A react to the data) and
-        their sampler (``"euler_maruyama"`` or ``"splitting"``, less biased at the same steps).
+        Paths sampled in parallel per series (default 100).
+    lr, weight_decay
+        AdamW's learning rate of the network (default 1e-3) and its weight decay (not of A; default 1e-2,
+        PyTorch's AdamW default, which beat 1e-8 on three exchange validation folds by a margin well inside
+        the seed noise; benchmarks/RESULTS.md).
     batch_size, num_batches_per_epoch
-        Training windows per batch and batches per epoch. ``batch_size`` is the global batch: under DDP
-        each of the ``W`` processes trains on ``batch_size / W`` of every batch's windows (its rows
-        ``r::W``), so ``W`` processes run the single-process optimisation in about ``1/W`` of the time.
+        Training windows per batch (default 32) and batches per epoch (default 50). ``batch_size`` is the
+        global batch: under DDP each of the ``W`` processes trains on ``batch_size / W`` of every batch's
+        windows (its rows ``r::W``), so ``W`` processes run the single-process optimisation in about ``1/W``
+        of the time. Training windows: one per series and pass on average, with full contexts where the series
+        is long enough (see :class:`ContextInstanceSampler`); validation: the last window of each series.
     ensemble_size
         Models trained side by side from different initialisations (same batches, ``ensemble_size`` times the
         training cost, same sampling cost); the forecast is their equal-weight mixture (see
         :class:`~vsmd_ts.timeseries.lightning_module.VSMDLightningModule`). Default 5, chosen on exchange
-        validation windows (benchmarks/RESULTS.md, section 0.7: K = 5 against 3 with bfloat16 training,
-        0.00812 +- 0.00014 against 0.00833 +- 0.00047); 1 trains a fifth as long.
-    sign_symmetry
-        Make the forecaster odd in the target (forecasts of ``-y`` are those of ``y`` negated): training
-        windows are negated with probability 1/2 and half of the forecast paths come from the negated history.
-        Removes a constant drift learnt from the training range; no extra cost. Off by default: on three exchange
-        validation folds it lost where that drift happened to pay (benchmarks/RESULTS.md 0.8).
+        validation windows against 3 (benchmarks/RESULTS.md); 1 trains a fifth as long.
     naive_share
         Share of each window's forecast paths drawn from the naive forecast of the modelled quantity instead of
         the diffusion: the Gaussian random walk of the scaled (whitened) increments, or the Gaussian seasonal naive
@@ -289,29 +271,6 @@ class VSMDEstimator(PyTorchLightningEstimator):
         too narrow long-horizon spread (levels). Costs no training; sampling gets cheaper by that share. Default
         (``None``): 0.25, except 0 for increments of sub-daily data, whose daily cycle a walk does not have;
         chosen on validation windows (benchmarks/RESULTS.md). ``0`` gives the diffusion model alone.
-    trainer_kwargs
-        Extra ``lightning.pytorch.Trainer`` arguments (``max_epochs``,
-        ``accelerator``, ``devices``, ``strategy``, ``precision``...). Defaults: 20 epochs (chosen on
-        validation), gradient clipping 10, no logger, checkpoints in a temporary folder, and
-        ``precision="auto"``: bfloat16 mixed precision when training on a CPU whose bfloat16 matrix products
-        are at least twice as fast as float32 ones (timed once, see
-        :func:`vsmd_ts.training.precision.resolve_precision`; chosen on exchange validation windows,
-        benchmarks/RESULTS.md section 0.7), else float32. Sampling is float32. Pass ``precision="32-true"``
-        for runs that must repeat bit for bit on other machines.
-        For DDP use ``strategy="ddp_find_unused_parameters_true"``: score and
-        A steps leave different parameters without gradients. The ranks split
-        each batch (see ``batch_size``), so the schedule and learning rate
-        need no change with the number of processes.
-    train_sampler, validation_sampler
-        GluonTS instance samplers (default: :class:`ContextInstanceSampler`, one window per series and pass
-        on average, and the last window of each validation series). Pass
-        ``ExpectedNumInstanceSampler(num_instances=1.0, min_past=2, min_future=prediction_length)`` to train
-        long series on padded, short contexts too, as GluonTS's DeepAR does.
-    seed
-        Seeds Python, NumPy and torch before training (reproducible runs); an integer in ``[0, 2**32 - 1]``.
-    progress
-        Progress bars of training (Lightning's; ``trainer_kwargs["enable_progress_bar"]``, when given, decides
-        for training alone) and of sampling forecasts.
     num_feat_dynamic_real
         Covariates known over the horizon (GluonTS DeepAR's name; default 0): data field ``feat_dynamic_real``
         of shape ``(num_feat_dynamic_real, T)`` in training and ``(num_feat_dynamic_real, T + prediction_length)``
@@ -325,10 +284,10 @@ class VSMDEstimator(PyTorchLightningEstimator):
     num_feat_static_real
         Real static features per entry (default 0): field ``feat_static_real`` of shape ``(num_feat_static_real,)``,
         read at every step.
-    num_feat_static_cat, cardinality, embedding_dimension
+    num_feat_static_cat, cardinality
         Categorical static features (default 0): field ``feat_static_cat``, ``num_feat_static_cat`` integers in
-        ``[0, cardinality[i])``, each read at every step through a learnt embedding of ``embedding_dimension[i]``
-        (default ``min(50, (cardinality[i] + 1) // 2)``, as DeepAR).
+        ``[0, cardinality[i])``, each read at every step through a learnt embedding of
+        ``min(50, (cardinality[i] + 1) // 2)`` dimensions, as DeepAR's default.
 
         The real covariates are read as given, not rescaled per window (the target is): standardise them,
         e.g. with the mean and standard deviation over the training range, so that they are of order one;
@@ -336,8 +295,26 @@ class VSMDEstimator(PyTorchLightningEstimator):
         number of rows or is too short (at prediction ``feat_dynamic_real`` must cover the horizon) raises
         ``ValueError`` naming the field and the entry; covariate fields that are not declared are dropped with
         a warning. Covariates condition the RNN and through it the denoiser; the naive forecast that
-        ``naive_share`` pools in does not read them (``naive_share=0`` for the model alone), and
-        ``sign_symmetry`` cannot be combined with them.
+        ``naive_share`` pools in does not read them (``naive_share=0`` for the model alone).
+    trainer_kwargs
+        Extra ``lightning.pytorch.Trainer`` arguments (``max_epochs``,
+        ``accelerator``, ``devices``, ``strategy``, ``precision``...). Defaults: 20 epochs (chosen on
+        validation), gradient clipping 10, no logger, checkpoints in a temporary folder, and
+        ``precision="auto"``: bfloat16 mixed precision when training on a CPU whose bfloat16 matrix products
+        are at least twice as fast as float32 ones (timed once, see
+        :func:`vsmd_ts.training.precision.resolve_precision`; chosen on exchange validation windows,
+        benchmarks/RESULTS.md), else float32. Sampling is float32. Pass ``precision="32-true"``
+        for runs that must repeat bit for bit on other machines.
+        For DDP use ``strategy="ddp_find_unused_parameters_true"``: score and
+        A steps leave different parameters without gradients. The ranks split
+        each batch (see ``batch_size``), so the schedule and learning rate
+        need no change with the number of processes.
+    seed
+        Seeds Python, NumPy and torch before training (reproducible runs); an integer in ``[0, 2**32 - 1]``
+        (default ``None``: unseeded).
+    progress
+        Progress bars of training (Lightning's; ``trainer_kwargs["enable_progress_bar"]``, when given, decides
+        for training alone) and of sampling forecasts (default True).
     """
 
     @validated()
@@ -349,77 +326,46 @@ class VSMDEstimator(PyTorchLightningEstimator):
         context_length: Optional[PositiveWholeNumber] = None,
         lags_seq: Optional[List[PositiveWholeNumber]] = None,
         sde: str = "vsuld",
-        beta: Optional[PositiveFloat] = None,
-        damping_ratio: Optional[PositiveFloat] = None,
-        gamma: PositiveFloat = 2.0,
-        A_max: PositiveFloat = 0.4,
-        initial_velocity: Literal["marginal", "sample"] = "marginal",
-        prior: Literal["data", "transition", "stationary", "fixed"] = "data",
+        sde_kwargs: Optional[Dict[str, Any]] = None,
+        A_training: Optional[ATrainingOption] = None,
         num_layers: PositiveWholeNumber = 2,
         hidden_size: PositiveWholeNumber = 64,
-        rnn_type: Literal["lstm", "gru"] = "lstm",
         dropout_rate: float = 0.1,
         denoiser_hidden: PositiveWholeNumber = 128,
-        denoiser_blocks: PositiveWholeNumber = 3,
-        gaussian_residual: bool = False,
         target: Literal["auto", "delta", "level"] = "auto",
-        scaling: Literal["auto", "std", "mean", "none", "whiten"] = "auto",
-        scale_window: Optional[PositiveWholeNumber] = None,
-        clip: Optional[PositiveFloat] = None,
         sampler: str = SAMPLER,
         sampler_steps: PositiveWholeNumber = SAMPLER_STEPS,
-        time_grid_rho: PositiveFloat = TIME_GRID_RHO,
         num_parallel_samples: PositiveWholeNumber = 100,
-        loss_positions: Literal["all", "future"] = "all",
         lr: PositiveFloat = LR,
-        A_lr: PositiveFloat = A_LR,
         weight_decay: float = WEIGHT_DECAY,
-        warmup: float = SCHEDULE.warmup,
-        cooldown: float = SCHEDULE.cooldown,
-        cycle: float = SCHEDULE.cycle,
-        forward_fraction: float = SCHEDULE.forward_fraction,
-        trajectory_steps: PositiveWholeNumber = 50,
-        num_trajectories: PositiveWholeNumber = 256,
-        frozen_policy: Literal["score", "score_minus_forward"] = "score",
-        A_update: Literal["gradient", "newton"] = "gradient",
-        A_prior: Optional[Literal["data", "transition", "stationary", "fixed"]] = None,
-        trajectory_sampler: Literal["euler_maruyama", "splitting"] = "euler_maruyama",
         batch_size: PositiveWholeNumber = 32,
         num_batches_per_epoch: PositiveWholeNumber = 50,
         ensemble_size: PositiveWholeNumber = 5,
-        sign_symmetry: bool = False,
         naive_share: Optional[float] = None,
-        trainer_kwargs: Optional[Dict[str, Any]] = None,
-        train_sampler: Optional[InstanceSampler] = None,
-        validation_sampler: Optional[InstanceSampler] = None,
-        seed: Optional[SeedNumber] = None,
-        progress: bool = True,
         num_feat_dynamic_real: WholeNumber = 0,
         num_past_feat_dynamic_real: WholeNumber = 0,
         num_feat_static_real: WholeNumber = 0,
         num_feat_static_cat: WholeNumber = 0,
         cardinality: Optional[List[PositiveWholeNumber]] = None,
-        embedding_dimension: Optional[List[PositiveWholeNumber]] = None,
+        trainer_kwargs: Optional[Dict[str, Any]] = None,
+        seed: Optional[SeedNumber] = None,
+        progress: bool = True,
     ) -> None:
         defaults = {"max_epochs": 20, "gradient_clip_val": 10.0, "logger": False, "enable_model_summary": False,
                     "precision": "auto"}
         super().__init__(trainer_kwargs={**defaults, **(trainer_kwargs or {})})
         self.sde = sde.lower()
-        beta, damping_ratio = _sde_defaults(self.sde, beta, damping_ratio, gamma=gamma, A_max=A_max,
-                                            initial_velocity=initial_velocity)
-        # cheap objects that validate the sampler and schedule now, not after data loading
+        self.sde_kwargs = _sde_parameters(self.sde, sde_kwargs)
+        self.A_training = ATraining.of(A_training)
+        # cheap objects that validate the sampler now, not after data loading
         get_sampler(sampler)
-        AlternationSchedule(warmup, cooldown, cycle, forward_fraction)
-        check_options(dropout_rate=dropout_rate, weight_decay=weight_decay, lr=lr, A_lr=A_lr, clip=clip,
-                      time_grid_rho=time_grid_rho, naive_share=naive_share)
-        cardinality, embedding_dimension = _embedding_sizes(num_feat_static_cat, cardinality, embedding_dimension)
+        check_options(dropout_rate=dropout_rate, weight_decay=weight_decay, lr=lr, naive_share=naive_share)
+        cardinality, _ = _embedding_sizes(num_feat_static_cat, cardinality)
         # declared covariates only: without any, the model's options (and predictor.json) are as before
         self.covariates = {k: v for k, v in dict(
             num_feat_dynamic_real=num_feat_dynamic_real, num_past_feat_dynamic_real=num_past_feat_dynamic_real,
             num_feat_static_real=num_feat_static_real, num_feat_static_cat=num_feat_static_cat,
-            cardinality=cardinality or None, embedding_dimension=embedding_dimension or None).items() if v}
-        if sign_symmetry and self.covariates:
-            raise ValueError(SIGN_SYMMETRY_COVARIATES)
+            cardinality=cardinality or None).items() if v}
         self.freq = normalize_freq(freq)
         self.prediction_length = prediction_length
         self.target_dim = target_dim
@@ -429,31 +375,24 @@ class VSMDEstimator(PyTorchLightningEstimator):
         self.model_kwargs = dict(
             target_dim=target_dim, prediction_length=prediction_length, context_length=self.context_length,
             lags_seq=self.lags_seq, num_time_features=len(self.time_features) + 1 + num_feat_dynamic_real,
-            season_length=season_length(self.freq), hidden_size=hidden_size,
-            num_layers=num_layers, rnn_type=rnn_type, dropout_rate=dropout_rate, target=target, scaling=scaling,
-            scale_window=scale_window, clip=clip,
-            sde=self.sde, beta=beta, damping_ratio=damping_ratio, gamma=gamma, A_max=A_max, initial_velocity=initial_velocity,
-            prior=prior, denoiser_hidden=denoiser_hidden, denoiser_blocks=denoiser_blocks,
-            gaussian_residual=gaussian_residual, sampler=sampler,
-            sampler_steps=sampler_steps, time_grid_rho=time_grid_rho, num_parallel_samples=num_parallel_samples,
-            loss_positions=loss_positions, progress=progress, **self.covariates,
+            season_length=season_length(self.freq), hidden_size=hidden_size, num_layers=num_layers,
+            dropout_rate=dropout_rate, target=target, sde=self.sde, **self.sde_kwargs,
+            denoiser_hidden=denoiser_hidden, sampler=sampler, sampler_steps=sampler_steps,
+            num_parallel_samples=num_parallel_samples, progress=progress, **self.covariates,
         )
-        self.module_kwargs = dict(
-            lr=lr, A_lr=A_lr, weight_decay=weight_decay, warmup=warmup, cooldown=cooldown, cycle=cycle, A_update=A_update,
-            forward_fraction=forward_fraction, trajectory_steps=trajectory_steps, num_trajectories=num_trajectories,
-            frozen_policy=frozen_policy, A_prior=A_prior, trajectory_sampler=trajectory_sampler, ensemble_size=ensemble_size,
-            sign_symmetry=sign_symmetry, naive_share=naive_share)
+        self.module_kwargs = dict(lr=lr, weight_decay=weight_decay, A_training=self.A_training.as_dict(),
+                                  ensemble_size=ensemble_size, naive_share=naive_share)
         self.batch_size, self.num_batches_per_epoch, self.seed = batch_size, num_batches_per_epoch, seed
         self.data_target: Optional[str] = None  # what target="auto" chose on the last training data
-        self.train_sampler = train_sampler or ContextInstanceSampler(
+        self.train_sampler = ContextInstanceSampler(
             num_instances=1.0, min_past=self.context_length, min_future=prediction_length)
-        self.validation_sampler = validation_sampler or ValidationSplitSampler(min_future=prediction_length)
+        self.validation_sampler = ValidationSplitSampler(min_future=prediction_length)
 
     # -------------------------------------------------------------- pipeline
     def _check_transform(self) -> CheckMultivariateTarget:
         """The input check, one instance per estimator: it warns about ignored covariate fields once."""
         if getattr(self, "_check", None) is None:
-            covariates = {k: v for k, v in self.covariates.items() if k != "embedding_dimension"}
+            covariates = dict(self.covariates)
             if covariates:
                 covariates["prediction_length"] = self.prediction_length
             self._check = CheckMultivariateTarget(self.target_dim, MIN_HISTORY, self.prediction_length, self.freq,

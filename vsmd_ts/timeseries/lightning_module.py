@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import lightning.pytorch as pl
 import torch
 from gluonts.core.component import validated
 from gluonts.itertools import select
 
-from vsmd_ts.diffusion import AlternationSchedule, VariationalScoreUpdater, VSMDObjective, get_sampler, make_optimizer
+from vsmd_ts.diffusion import ATraining, VariationalScoreUpdater, VSMDObjective, get_sampler, make_optimizer
 
 from .module import VSMDModel
 
@@ -18,12 +18,9 @@ __all__ = ["VSMDLightningModule"]
 
 logger = logging.getLogger(__name__)
 
-# defaults the estimator shares: AdamW's learning rates (network, A) and the network's weight decay (RESULTS.md 0.9),
-# and Algorithm 1's alternation schedule, which lives in the core
-LR, A_LR, WEIGHT_DECAY = 1e-3, 1e-3, 1e-2
-SCHEDULE = AlternationSchedule()
-SIGN_SYMMETRY_COVARIATES = ("sign_symmetry=True negates the target but not the covariates, so what they say about the "
-                            "target would average out; use covariates or sign_symmetry, not both")
+# defaults the estimator shares: AdamW's learning rate of the network and its weight decay (RESULTS.md 0.9); A's
+# learning rate and Algorithm 1's alternation schedule are the core's ATraining defaults
+LR, WEIGHT_DECAY = 1e-3, 1e-2
 
 
 class VSMDLightningModule(pl.LightningModule):
@@ -37,26 +34,15 @@ class VSMDLightningModule(pl.LightningModule):
         predictor serialises).
     lr
         Learning rate of the RNN and denoiser.
-    A_lr
-        Learning rate of the variational score A (its own parameter group of
-        the one optimiser).
     weight_decay
         AdamW weight decay of the network parameters.
-    warmup, cooldown, cycle, forward_fraction
-        :class:`~vsmd_ts.diffusion.AlternationSchedule`, as fractions of the run.
-    trajectory_steps
-        Steps of the backward trajectories used for A.
-    num_trajectories
-        Trajectories simulated at the start of each A phase.
-    frozen_policy
-        ``"score"`` (VSMD code) or ``"score_minus_forward"`` (SB-FBSDE/VSDM).
-    A_update, trajectory_sampler
-        ``"gradient"`` (the optimiser moves A) or ``"newton"`` (A set to the
-        minimiser at each refresh, see :class:`~vsmd_ts.diffusion.VSMDObjective`);
-        sampler of the backward trajectories (``"euler_maruyama"`` or ``"splitting"``).
-    A_prior
-        Prior of the backward trajectories of the A update (``None``: the
-        sampling prior). ``"fixed"`` is the one under which A can react to the data.
+    A_training
+        Fields of :class:`~vsmd_ts.diffusion.ATraining` (``None``: its
+        defaults): the alternation schedule, as fractions of the run, A's
+        learning rate (its own parameter group of the one optimiser) and the
+        backward trajectories simulated at the start of each A phase (from the
+        sampling prior, by Euler-Maruyama); the optimiser moves A by gradient
+        steps on the variational loss of the ``"score"`` policy.
     num_batches_per_epoch
         Batches per epoch; with the trainer's ``max_epochs`` it gives the run
         length that the schedule's fractions refer to (GluonTS loaders have no
@@ -67,14 +53,6 @@ class VSMDLightningModule(pl.LightningModule):
         (path ``j`` comes from member ``j mod K``), so the predictive
         distribution is the members' equal-weight mixture. Costs ``K`` times
         the training and nothing more at sampling.
-    sign_symmetry
-        Make the forecaster odd: forecasts of ``-y`` are those of ``y``
-        negated, in distribution. Training windows are negated (past and
-        future together) with probability 1/2, and at sampling half of the
-        paths come from the negated history, negated back. A constant drift
-        the network picks up from the training range cancels; dependence on
-        the history that is odd in it (autoregression, volatility clustering
-        on increments) is kept. Costs nothing.
     naive_share
         Share of each window's sample paths drawn from the naive forecast of
         the modelled quantity (:meth:`VSMDModel.naive`: the Gaussian random
@@ -91,21 +69,10 @@ class VSMDLightningModule(pl.LightningModule):
         self,
         model_kwargs: dict,
         lr: float = LR,
-        A_lr: float = A_LR,
         weight_decay: float = WEIGHT_DECAY,
-        warmup: float = SCHEDULE.warmup,
-        cooldown: float = SCHEDULE.cooldown,
-        cycle: float = SCHEDULE.cycle,
-        forward_fraction: float = SCHEDULE.forward_fraction,
-        trajectory_steps: int = 50,
-        num_trajectories: int = 256,
-        frozen_policy: str = "score",
-        A_update: str = "gradient",
-        A_prior: Optional[str] = None,
-        trajectory_sampler: str = "euler_maruyama",
+        A_training: Optional[Dict[str, Any]] = None,
         num_batches_per_epoch: int = 50,
         ensemble_size: int = 1,
-        sign_symmetry: bool = False,
         naive_share: float = 0.0,
     ) -> None:
         super().__init__()
@@ -113,25 +80,20 @@ class VSMDLightningModule(pl.LightningModule):
             raise ValueError(f"naive_share must be in [0, 1], got {naive_share}")
         if int(ensemble_size) < 1:
             raise ValueError(f"ensemble_size must be a positive integer, got {ensemble_size}")
+        self.A_training = ATraining.of(A_training)
         self.members = torch.nn.ModuleList(VSMDModel(**model_kwargs) for _ in range(int(ensemble_size)))
-        if sign_symmetry and self.model.has_covariates:
-            raise ValueError(SIGN_SYMMETRY_COVARIATES)
         self.lr = lr
-        self.A_lr = A_lr
         self.weight_decay = weight_decay
         self.num_batches_per_epoch = num_batches_per_epoch
-        self.sign_symmetry = bool(sign_symmetry)
         self.naive_share = float(naive_share)
         self.inputs = self.model.describe_inputs()
         self.objectives = [
             VSMDObjective(
                 m.sde,
                 m.denoiser,
-                AlternationSchedule(warmup, cooldown, cycle, forward_fraction),
-                VariationalScoreUpdater(trajectory_steps, frozen_policy, prior=A_prior or m.prior,
-                                        sampler=trajectory_sampler),
-                num_trajectories=num_trajectories,
-                A_update=A_update,
+                self.A_training.schedule,
+                VariationalScoreUpdater(self.A_training.trajectory_steps, prior=m.prior),
+                num_trajectories=self.A_training.num_trajectories,
             )
             for m in self.members
         ]
@@ -154,25 +116,10 @@ class VSMDLightningModule(pl.LightningModule):
             if time_grid_rho is not None:
                 m.time_grid_rho = float(time_grid_rho)
 
-    def forward(self, past_target, *args, num_parallel_samples: Optional[int] = None, **kwargs) -> torch.Tensor:
+    def forward(self, *args, num_parallel_samples: Optional[int] = None, **kwargs) -> torch.Tensor:
         """Forecast samples ``(B, S, prediction_length, D)``; path ``j`` from member ``j mod K`` (the
-        naive forecast's share of paths, if any, taken out first and placed at random positions).
-
-        With ``sign_symmetry`` the odd paths are drawn from ``-past_target`` and negated.
-        """
+        naive forecast's share of paths, if any, taken out first and placed at random positions)."""
         S = num_parallel_samples or self.model.num_parallel_samples
-        if not self.sign_symmetry:
-            return self._mixture(past_target, *args, num_parallel_samples=S, **kwargs)
-        B, half = past_target.shape[0], (S + 1) // 2
-        both = self._mixture(torch.cat([past_target, -past_target]),
-                             *(torch.cat([x, x]) for x in args), num_parallel_samples=half,
-                             **{k: torch.cat([x, x]) for k, x in kwargs.items()})
-        out = both.new_empty(B, S, *both.shape[2:])
-        out[:, 0::2], out[:, 1::2] = both[:B], -both[B:, : S // 2]
-        return out
-
-    def _mixture(self, *args, num_parallel_samples: int, **kwargs) -> torch.Tensor:
-        S = num_parallel_samples
         walks = round(self.naive_share * S)
         if walks == 0:
             return self._members_mixture(*args, num_parallel_samples=S, **kwargs)
@@ -191,13 +138,6 @@ class VSMDLightningModule(pl.LightningModule):
         for k, part in enumerate(parts):
             out[:, k::K] = part
         return out
-
-    @staticmethod
-    def _random_signs(batch) -> dict:
-        """``batch`` with each window's targets (past and future together) negated with probability 1/2."""
-        past = batch["past_target"]
-        sign = torch.where(torch.rand(past.shape[0], 1, 1, device=past.device) < 0.5, -1.0, 1.0).to(past.dtype)
-        return {**batch, "past_target": past * sign, "future_target": batch["future_target"] * sign}
 
     def _member_loss(self, member: VSMDModel, objective: VSMDObjective, batch):
         x0, cond, mask = member.training_inputs(
@@ -223,8 +163,6 @@ class VSMDLightningModule(pl.LightningModule):
         return int(steps)
 
     def training_step(self, batch, batch_idx: int):
-        if self.sign_symmetry:
-            batch = self._random_signs(batch)
         # members share the schedule, hence the stage; summed, each member gets its own training's gradient
         losses, stages = zip(*(self._member_loss(m, o, batch) for m, o in zip(self.members, self.objectives)))
         loss, stage = sum(losses), stages[0]
@@ -262,9 +200,9 @@ class VSMDLightningModule(pl.LightningModule):
         if self.A_status is not None and not self.A_status["converged"]:
             logger.info(
                 "A is still moving at the end of training (last change %.3g, distance to the minimiser of the last "
-                "forward phase %.3g): more A phases, or larger A steps (A_lr) with A_update='gradient', would let it settle",
+                "forward phase %.3g): more A phases, or larger A steps (A_training's lr), would let it settle",
                 self.A_status["last_change"], self.A_status["gap"],
             )
 
     def configure_optimizers(self):
-        return make_optimizer(self.members, lr=self.lr, A_lr=self.A_lr, weight_decay=self.weight_decay)
+        return make_optimizer(self.members, lr=self.lr, A_lr=self.A_training.lr, weight_decay=self.weight_decay)

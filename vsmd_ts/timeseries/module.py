@@ -11,7 +11,6 @@ from tqdm.auto import tqdm
 
 from vsmd_ts.diffusion import (
     DSMLoss,
-    GaussianResidual,
     ResidualMLP,
     ScoreModel,
     get_sampler,
@@ -23,7 +22,7 @@ from vsmd_ts.diffusion import (
 __all__ = ["VSMDModel", "TARGETS", "SCALINGS"]
 
 TARGETS = ("delta", "level")
-SCALINGS = ("auto", "std", "mean", "none", "whiten")
+SCALINGS = ("auto", "std", "whiten")
 # relative floor of the scale (x the context's mean |y|): scale-invariant, unlike an absolute epsilon
 _REL_FLOOR = 1e-4
 # scaling="whiten": weight of the identity in the shrunk correlation, and the smallest eigenvalue kept
@@ -35,10 +34,13 @@ WHITEN_MAX_DIM = 64
 # default sampler, steps per forecast step and time-grid spacing: chosen on exchange validation windows by the
 # rule in benchmarks/results_samplers.md (2026-11-24); <= 1.7 % covariance error at 20 NFE on exact scores
 SAMPLER, SAMPLER_STEPS, TIME_GRID_RHO = "sde_pc2", 20, 2.0
+# the sampling prior (the forward marginal at T of unit-variance data, as the scaled data are) and the momentum SDEs'
+# initial velocity (integrated out): see vsmd_ts.diffusion.LinearSDE.prior_cov and MomentumSDE
+PRIOR, INITIAL_VELOCITY = "data", "marginal"
 # estimator default of naive_share: a quarter of the forecast paths from the naive forecast (the whitened random walk
 # of increments, the seasonal naive of levels); chosen on validation windows (benchmarks/RESULTS.md)
 NAIVE_SHARE = 0.25
-# oneDNN's CPU LSTM/GRU kernels (PyTorch's default): on. ATen's own were faster at 1-2 threads on an AVX-512 Xeon
+# oneDNN's CPU LSTM kernels (PyTorch's default): on. ATen's own were faster at 1-2 threads on an AVX-512 Xeon
 # without AMX, oneDNN's at 1 thread and as fast or faster at 2 on an AMD EPYC (electricity-shaped LSTM steps,
 # `benchmarks/scaling.py lstm`); with the evidence split by CPU we keep the framework's default. False: ATen
 RNN_ONEDNN = True
@@ -60,24 +62,20 @@ def fill_forward(y: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
     return y.gather(1, torch.where(last < 0, first.expand_as(last), last))
 
 
-def robust_scale(values: torch.Tensor, observed: torch.Tensor, magnitude: torch.Tensor, kind: str,
-                 centre: bool) -> tuple:
+def robust_scale(values: torch.Tensor, observed: torch.Tensor, magnitude: torch.Tensor, centre: bool) -> tuple:
     """``loc, scale`` of shape ``(B, 1, D)`` of ``values`` ``(B, S, D)`` over dim 1, in float64.
 
-    ``kind`` ``"std"``: root mean square of the observed ``values`` (about
-    their mean if ``centre``); ``"mean"``: mean absolute value; ``"none"``: 1.
-    The scale is floored at ``1e-4 x magnitude`` (``(B, 1, D)``, the series'
-    mean ``|y|``): a relative floor keeps the model invariant to the data's
-    units over the whole float range. A series with nothing observed but
-    zeros gets scale 1.
+    The scale is the root mean square of the observed ``values`` (about
+    their mean if ``centre``), floored at ``1e-4 x magnitude`` (``(B, 1, D)``,
+    the series' mean ``|y|``): a relative floor keeps the model invariant to
+    the data's units over the whole float range. A series with nothing
+    observed but zeros gets scale 1.
     """
     v, w = values.double(), observed.double()
     n = w.sum(1, keepdim=True).clamp_min(1)
     loc = (v * w).sum(1, keepdim=True) / n if centre else torch.zeros_like(n)
-    if kind == "none":
-        return loc.to(values.dtype), torch.ones_like(loc, dtype=values.dtype)
     dev = (v - loc) * w
-    scale = (dev.pow(2).sum(1, keepdim=True) / n).sqrt() if kind == "std" else dev.abs().sum(1, keepdim=True) / n
+    scale = (dev.pow(2).sum(1, keepdim=True) / n).sqrt()
     scale = torch.maximum(scale, _REL_FLOOR * magnitude.double())
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     return loc.to(values.dtype), scale.to(values.dtype)
@@ -105,35 +103,28 @@ def whitening_factor(z: torch.Tensor, observed: torch.Tensor, shrinkage: float =
     return torch.linalg.cholesky(corr)
 
 
-def _embedding_sizes(num_feat_static_cat: int, cardinality: Optional[List[int]],
-                     embedding_dimension: Optional[List[int]]) -> tuple:
+def _embedding_sizes(num_feat_static_cat: int, cardinality: Optional[List[int]]) -> tuple:
     """``(cardinality, embedding_dimension)`` as lists of ``num_feat_static_cat`` positive integers;
-    ``ValueError`` naming the option otherwise. The default dimension is GluonTS DeepAR's ``min(50, (c + 1) // 2)``."""
+    ``ValueError`` naming the option otherwise. The dimensions are GluonTS DeepAR's default ``min(50, (c + 1) // 2)``."""
     n = int(num_feat_static_cat)
     if n < 0:
         raise ValueError(f"num_feat_static_cat must be >= 0, got {num_feat_static_cat}")
     if n == 0:
-        if cardinality or embedding_dimension:
-            raise ValueError("cardinality and embedding_dimension describe static categorical features: "
-                             "give them with num_feat_static_cat > 0")
+        if cardinality:
+            raise ValueError("cardinality describes static categorical features: give them with num_feat_static_cat > 0")
         return [], []
     if cardinality is None or len(cardinality) != n or any(int(c) < 1 for c in cardinality):
         raise ValueError(f"num_feat_static_cat={n} needs cardinality, a list of {n} positive integers (the number "
                          f"of categories of each feature), got {cardinality!r}")
     cardinality = [int(c) for c in cardinality]
-    if embedding_dimension is None:
-        embedding_dimension = [min(50, (c + 1) // 2) for c in cardinality]
-    if len(embedding_dimension) != n or any(int(d) < 1 for d in embedding_dimension):
-        raise ValueError(f"embedding_dimension must be a list of {n} positive integers (one per static categorical "
-                         f"feature), got {embedding_dimension!r}")
-    return cardinality, [int(d) for d in embedding_dimension]
+    return cardinality, [min(50, (c + 1) // 2) for c in cardinality]
 
 
 def _build_sde(name: str, target_dim: int, beta: Optional[float], damping_ratio: Optional[float], gamma: float,
-               A_max: float, A_init: float, initial_velocity: str):
+               A_max: float, A_init: float):
     kwargs = dict(A_max=A_max, A_init=A_init)
     if is_momentum(name):
-        kwargs.update(gamma=gamma, initial_velocity=initial_velocity)
+        kwargs.update(gamma=gamma, initial_velocity=INITIAL_VELOCITY)
     elif damping_ratio is not None:
         damping_ratio = None  # overdamped SDEs have no damping ratio; ignore the shared default
     return make_sde(name, (target_dim,), beta=beta, damping_ratio=damping_ratio, **kwargs)
@@ -142,7 +133,7 @@ def _build_sde(name: str, target_dim: int, beta: Optional[float], damping_ratio:
 class VSMDModel(nn.Module):
     """RNN-conditioned VSMD model for multivariate forecasting.
 
-    An LSTM/GRU reads, at each time step ``tau``, the lagged scaled targets
+    An LSTM reads, at each time step ``tau``, the lagged scaled targets
     ``y_{tau - l}`` (``l`` in ``lags_seq``) of the modelled quantity (the
     increments by default), time features and two unit-free scale features
     per series; its output ``h_tau`` conditions a denoiser on the
@@ -168,57 +159,40 @@ class VSMDModel(nn.Module):
         estimator stacks onto them as GluonTS's DeepAR does).
     season_length
         Steps in the data's main cycle, for :meth:`seasonal_naive` (1: none).
-    hidden_size, num_layers, rnn_type, dropout_rate
-        History encoder (``"lstm"`` or ``"gru"``).
+    hidden_size, num_layers, dropout_rate
+        History encoder (an LSTM).
     target
         What the diffusion models at each step: ``"delta"`` (default), the
         increment ``y_t - y_{t-1}`` (forecasts are the last observed value
         plus the cumulated sampled increments), or ``"level"``, ``y_t``.
     scaling
         ``"auto"`` (default): ``"whiten"`` for increments of up to 64 series,
-        else ``"std"``. Scale over the context of the modelled quantity: ``"std"`` (root mean
-        square; levels are also centred, default), ``"mean"`` (mean absolute
-        value), ``"none"`` or ``"whiten"`` (``"std"``, then the series are
-        decorrelated by the Cholesky factor of their shrunk correlation over
-        ``scale_window``: the diffusion models what a Gaussian random walk
-        with that covariance leaves unexplained; ``target="delta"`` only,
-        ``O(D^3)`` per window). Floored relative to the series' magnitude, so
-        forecasts are invariant to the data's units.
+        else ``"std"``. Scale over the context of the modelled quantity:
+        ``"std"`` (root mean square; levels are also centred) or ``"whiten"``
+        (``"std"``, then the series are decorrelated by the Cholesky factor of
+        their shrunk correlation over ``scale_window``: the diffusion models
+        what a Gaussian random walk with that covariance leaves unexplained;
+        ``target="delta"`` only, ``O(D^3)`` per window). Floored relative to
+        the series' magnitude, so forecasts are invariant to the data's units.
     scale_window
         Last steps of the context the scale (and whitening) is taken over
         (default: 20 for ``"whiten"``, chosen on exchange validation windows,
         else all ``context_length``); a short window follows the recent
         volatility and correlation.
-    clip
-        Clip the scaled (whitened) modelled values to ``[-clip, clip]``
-        before they enter the loss and the RNN (``None``: no clipping). The
-        scale of a series that hardly moved over the window (a pegged
-        currency) is tiny, so its next real move is thousands of units:
-        such outliers teach the shared denoiser heavy tails on every series.
     sde
         ``"vsuld"``, ``"vscld"``, ``"cld"``, ``"uld"``, ``"vsdm"`` or ``"vp"``.
-    beta, damping_ratio, gamma, A_max, A_init, initial_velocity
-        Forward SDE (see :func:`vsmd_ts.diffusion.make_sde`).
-    prior
-        Sampling prior (see :meth:`~vsmd_ts.diffusion.LinearSDE.prior_cov`).
+    beta, damping_ratio, gamma, A_max, A_init
+        Forward SDE (see :func:`vsmd_ts.diffusion.make_sde`); momentum SDEs
+        integrate the initial velocity out (``initial_velocity="marginal"``)
+        and every SDE samples from the ``"data"`` prior
+        (:meth:`~vsmd_ts.diffusion.LinearSDE.prior_cov`).
     denoiser_hidden, denoiser_blocks, time_embed_dim, denoiser_dropout
         Residual-MLP denoiser.
-    gaussian_residual
-        Add the residual MLP to the exact denoiser of independent standard
-        normal data (:class:`~vsmd_ts.diffusion.GaussianResidual`): an
-        untrained model then samples ``N(0, I)`` in the scaled (whitened)
-        coordinates, a Gaussian random walk with the window's covariance,
-        and the network learns the departures from it. Off by default: on
-        exchange validation windows it was no better than the plain
-        denoiser (benchmarks/RESULTS.md, section 0.7).
     sampler, sampler_steps, time_grid_rho
         Sampler name, number of steps and grid spacing (NFE per forecast
         step = 2 x steps for Heun).
     num_parallel_samples
         Sample paths drawn in parallel per series.
-    loss_positions
-        ``"all"``: the diffusion loss covers context and horizon steps;
-        ``"future"``: only the horizon.
     progress
         Progress bar over forecast steps while sampling.
     num_feat_dynamic_real
@@ -235,11 +209,11 @@ class VSMDModel(nn.Module):
     num_feat_static_real
         Real static features per window (input ``feat_static_real``,
         ``(B, F_sr)``), appended to the RNN input at every step.
-    num_feat_static_cat, cardinality, embedding_dimension
+    num_feat_static_cat, cardinality
         Categorical static features (input ``feat_static_cat``, ``(B, F_sc)``
         integers in ``[0, cardinality[i])``), each through its embedding of
-        ``embedding_dimension[i]`` (default ``min(50, (cardinality[i] + 1) // 2)``,
-        as GluonTS's DeepAR) appended to the RNN input at every step.
+        ``min(50, (cardinality[i] + 1) // 2)`` dimensions (GluonTS DeepAR's
+        default) appended to the RNN input at every step.
         Covariates enter as given: standardise real ones (e.g. over the
         training range) so that they are of order one. With none declared
         (the default) the network is the one without covariate support.
@@ -255,43 +229,34 @@ class VSMDModel(nn.Module):
         season_length: int = 1,
         hidden_size: int = 64,
         num_layers: int = 2,
-        rnn_type: str = "lstm",
         dropout_rate: float = 0.1,
         target: str = "delta",
         scaling: str = "auto",
         scale_window: Optional[int] = None,
-        clip: Optional[float] = None,
         sde: str = "vsuld",
         beta: Optional[float] = None,
         damping_ratio: Optional[float] = 0.7,
         gamma: float = 2.0,
         A_max: float = 0.4,
         A_init: float = 0.0,
-        initial_velocity: str = "marginal",
-        prior: str = "data",
         denoiser_hidden: int = 128,
         denoiser_blocks: int = 3,
         time_embed_dim: int = 64,
         denoiser_dropout: float = 0.0,
-        gaussian_residual: bool = False,
         sampler: str = SAMPLER,
         sampler_steps: int = SAMPLER_STEPS,
         time_grid_rho: float = TIME_GRID_RHO,
         num_parallel_samples: int = 100,
-        loss_positions: str = "all",
         progress: bool = False,
         num_feat_dynamic_real: int = 0,
         num_past_feat_dynamic_real: int = 0,
         num_feat_static_real: int = 0,
         num_feat_static_cat: int = 0,
         cardinality: Optional[List[int]] = None,
-        embedding_dimension: Optional[List[int]] = None,
     ) -> None:
         super().__init__()
         if not lags_seq or min(lags_seq) < 1:
             raise ValueError(f"lags_seq must be a non-empty list of lags >= 1, got {lags_seq}")
-        if loss_positions not in ("all", "future"):
-            raise ValueError(f"loss_positions must be 'all' or 'future', got {loss_positions!r}")
         self.target_dim = target_dim
         self.prediction_length = prediction_length
         self.context_length = context_length
@@ -301,8 +266,7 @@ class VSMDModel(nn.Module):
             raise ValueError(f"season_length must be a positive integer, got {season_length}")
         self.season_length = int(season_length)
         self.num_parallel_samples = num_parallel_samples
-        self.loss_positions = loss_positions
-        self.prior = prior
+        self.prior = PRIOR
         get_sampler(sampler)  # an unknown name fails here, not at the first forecast
         self.sampler_name = sampler
         self.sampler_steps = sampler_steps
@@ -320,15 +284,9 @@ class VSMDModel(nn.Module):
         self.scaling = scaling
         self.target = target
         self.scale_window = scale_window or (min(WHITEN_WINDOW, context_length) if scaling == "whiten" else context_length)
-        if clip is not None and not clip > 0:
-            raise ValueError(f"clip must be positive or None, got {clip}")
-        self.clip = clip
         if not 1 <= self.scale_window <= context_length:
             raise ValueError(f"scale_window must be in [1, context_length={context_length}], got {scale_window}")
 
-        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}.get(rnn_type.lower())
-        if rnn_cls is None:
-            raise ValueError(f"rnn_type must be 'lstm' or 'gru', got {rnn_type!r}")
         if not 0 <= int(num_feat_dynamic_real) <= num_time_features:
             raise ValueError(f"num_feat_dynamic_real counts the covariates among the {num_time_features} time "
                              f"features: it must be in [0, {num_time_features}], got {num_feat_dynamic_real}")
@@ -336,21 +294,20 @@ class VSMDModel(nn.Module):
         self.num_past_feat_dynamic_real = int(num_past_feat_dynamic_real)
         self.num_feat_static_real = int(num_feat_static_real)
         self.num_feat_static_cat = int(num_feat_static_cat)
-        self.cardinality, self.embedding_dimension = _embedding_sizes(num_feat_static_cat, cardinality,
-                                                                      embedding_dimension)
+        self.cardinality, self.embedding_dimension = _embedding_sizes(num_feat_static_cat, cardinality)
         # past covariates and their indicator join the time features; static ones the scale features
         past_covariates = self.num_past_feat_dynamic_real + 1 if self.num_past_feat_dynamic_real else 0
         static_covariates = self.num_feat_static_real + sum(self.embedding_dimension)
         input_size = (target_dim * len(self.lags_seq) + num_time_features + past_covariates + 2 * target_dim
                       + static_covariates)
-        self.rnn = rnn_cls(
+        self.rnn = nn.LSTM(
             input_size=input_size,
             hidden_size=hidden_size,
             num_layers=num_layers,
             dropout=dropout_rate if num_layers > 1 else 0.0,
             batch_first=True,
         )
-        self.sde = _build_sde(sde, target_dim, beta, damping_ratio, gamma, A_max, A_init, initial_velocity)
+        self.sde = _build_sde(sde, target_dim, beta, damping_ratio, gamma, A_max, A_init)
         self.denoiser = ResidualMLP(
             (target_dim,),
             num_channels=self.sde.num_channels,
@@ -360,8 +317,6 @@ class VSMDModel(nn.Module):
             cond_dim=hidden_size,
             dropout=denoiser_dropout,
         )
-        if gaussian_residual:
-            self.denoiser = GaussianResidual(self.sde, self.denoiser)
         self.dsm = DSMLoss()
         if self.num_feat_static_cat:  # built last: without covariates the initialisation draws are unchanged
             self.embeddings = nn.ModuleList(
@@ -456,8 +411,7 @@ class VSMDModel(nn.Module):
         C, W = self.context_length, self.scale_window
         obs = observed[:, -C:]
         magnitude = (levels[:, -C:].abs() * obs).sum(1, keepdim=True) / obs.sum(1, keepdim=True).clamp_min(1)
-        kind = "std" if self.scaling == "whiten" else self.scaling
-        loc, scale = robust_scale(values[:, -W:], mask[:, -W:], magnitude, kind, centre=self.target == "level")
+        loc, scale = robust_scale(values[:, -W:], mask[:, -W:], magnitude, centre=self.target == "level")
         L = whitening_factor(values[:, -W:] / scale, mask[:, -W:]).to(values.dtype) if self.scaling == "whiten" else None
         # unit-free magnitude features: relative spread and the level in units of the scale
         level = loc if self.target == "level" else levels[:, -1:]
@@ -497,16 +451,10 @@ class VSMDModel(nn.Module):
             # whitened coordinate i mixes series 1..i: it is observed only when all of them are
             scaled = torch.linalg.solve_triangular(L, scaled.transpose(1, 2), upper=False).transpose(1, 2)
             mask = mask.cumprod(dim=-1)
-        scaled = self._clipped(scaled)
         start, stop = P - self.context_length, seq.shape[1]
         inputs = self._rnn_inputs(scaled, start, stop, time_feat[:, start:stop], static)
         out, state = self._rnn(inputs)
         return scaled, mask, out, state, (loc, scale, L), static, levels[:, P - 1]
-
-    def _clipped(self, scaled: torch.Tensor) -> torch.Tensor:
-        """Scaled (whitened) values clipped to ``[-clip, clip]`` (unchanged when ``clip`` is ``None``): what the loss
-        and the RNN see, in training and while sampling."""
-        return scaled if self.clip is None else scaled.clamp(-self.clip, self.clip)
 
     def _rnn(self, inputs: torch.Tensor, state=None):
         if RNN_ONEDNN or not inputs.is_cpu:
@@ -522,8 +470,8 @@ class VSMDModel(nn.Module):
                         feat_static_cat=None):
         """Diffusion training pairs: targets ``x0 (N, D)``, conditions ``(N, hidden)``, masks ``(N, D)``.
 
-        ``N = B x (context_length + prediction_length)`` (``loss_positions="all"``)
-        or ``B x prediction_length``. The covariate inputs are needed when declared (see :meth:`describe_inputs`).
+        ``N = B x (context_length + prediction_length)``: every context and horizon step enters the loss. The
+        covariate inputs are needed when declared (see :meth:`describe_inputs`).
         """
         past_time_feat, future_time_feat = self._with_covariates(past_time_feat, future_time_feat,
                                                                  past_feat_dynamic_real)
@@ -531,7 +479,7 @@ class VSMDModel(nn.Module):
             past_target, past_observed_values, past_time_feat, future_target, future_observed_values, future_time_feat,
             feat_static_real, feat_static_cat,
         )
-        n = out.shape[1] if self.loss_positions == "all" else self.prediction_length
+        n = out.shape[1]
         x0 = scaled[:, -n:]
         return x0.reshape(-1, self.target_dim), out[:, -n:].reshape(-1, out.shape[-1]), obs[:, -n:].reshape(-1, self.target_dim)
 
@@ -563,7 +511,7 @@ class VSMDModel(nn.Module):
         def rep(x, dim=0):
             return x.repeat_interleave(S, dim=dim)
 
-        state = tuple(rep(s, 1) for s in state) if isinstance(state, tuple) else rep(state, 1)
+        state = tuple(rep(s, 1) for s in state)  # the LSTM's (h, c)
         seq = torch.cat([rep(scaled), scaled.new_zeros(B * S, H, D)], dim=1)  # what the RNN reads
         steps = scaled.new_empty(B * S, H, D)
         static, time_feat = rep(static), rep(future_time_feat)
@@ -574,7 +522,7 @@ class VSMDModel(nn.Module):
             out, state = self._rnn(inputs, state)
             a = self.sde.prior_sample(B * S, kind=self.prior, device=past_target.device)
             steps[:, k] = self.sampler(score_fn, self.sde, a, ts, cond=out[:, 0]).x
-            seq[:, P + k] = self._clipped(steps[:, k])  # the RNN reads sampled steps as it read its history
+            seq[:, P + k] = steps[:, k]  # the RNN reads sampled steps as it read its history
         return self._decode(steps.reshape(B, S, H, D), loc, scale, L, last)
 
     def naive(self, past_target, past_observed_values, past_time_feat=None, future_time_feat=None,
