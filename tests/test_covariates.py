@@ -232,3 +232,17 @@ def test_past_covariates_are_read_before_the_forecast_start_only(trained):
     assert torch.equal(future, torch.cat([future_tf, torch.zeros(2, H, 2)], -1))
     with pytest.raises(ValueError, match="built with 1 past_feat_dynamic_real features but got no"):
         model._with_covariates(past_tf, future_tf, None)
+
+
+def test_the_grouper_s_static_cat_placeholder_is_dropped_silently():
+    from gluonts.dataset.common import ListDataset
+    from gluonts.dataset.multivariate_grouper import MultivariateGrouper
+
+    rng = np.random.default_rng(0)
+    uni = ListDataset([{"start": "2021-01-01", "target": rng.normal(size=T)} for _ in range(D)], freq="h")
+    grouped = list(MultivariateGrouper(max_target_dim=D)(uni))
+    assert np.array_equal(grouped[0]["feat_static_cat"], [0])  # what GluonTS writes into every grouped entry
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny(trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False)).train(
+            ListDataset(grouped, freq="h", one_dim_target=False))

@@ -376,9 +376,12 @@ class CheckMultivariateTarget(MapTransformation):
                         )
             data[field] = values
         ignored = sorted(f for f in COVARIATE_FIELDS if f in data and not self.num_covariates.get(f))
+        # MultivariateGrouper writes feat_static_cat = [0] into every grouped entry: a placeholder, not a covariate
+        cat = data.get(FieldName.FEAT_STATIC_CAT)
+        placeholder = cat is not None and np.array_equal(np.ravel(cat), [0])
         for field in ignored:
             del data[field]
-        new = [f for f in ignored if f not in self._ignored]
+        new = [f for f in ignored if f not in self._ignored and not (f == FieldName.FEAT_STATIC_CAT and placeholder)]
         if new:
             self._ignored.update(new)
             declared = {f: n for f, n in COVARIATE_FIELDS.items() if n}
