@@ -18,8 +18,9 @@ __all__ = ["VSMDLightningModule"]
 
 logger = logging.getLogger(__name__)
 
-# defaults the estimator shares: AdamW's learning rate of the network and its weight decay (RESULTS.md 0.9); A's
-# learning rate and Algorithm 1's alternation schedule are the core's ATraining defaults
+# defaults the estimator shares: AdamW's learning rate of the network and its weight decay (chosen on exchange
+# validation windows, benchmarks/archive/RESULTS-2026-12-05.md, section 0.9); A's learning rate and Algorithm 1's
+# alternation schedule are the core's ATraining defaults
 LR, WEIGHT_DECAY = 1e-3, 1e-2
 
 

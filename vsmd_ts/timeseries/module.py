@@ -27,7 +27,7 @@ SCALINGS = ("auto", "std", "whiten")
 _REL_FLOOR = 1e-4
 # scaling="whiten": weight of the identity in the shrunk correlation, and the smallest eigenvalue kept
 WHITEN_SHRINKAGE, _WHITEN_MIN_EIG = 0.1, 1e-3
-# its default window (steps), chosen on exchange validation windows (benchmarks/RESULTS.md, section 0.4)
+# its default window (steps), chosen on exchange validation windows (benchmarks/archive/RESULTS-2026-12-05.md, section 0.4)
 WHITEN_WINDOW = 20
 # scaling="auto" whitens up to this many series (O(D^3) per window stays cheap), else scales each series ("std")
 WHITEN_MAX_DIM = 64
