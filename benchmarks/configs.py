@@ -1,11 +1,11 @@
 """Per-dataset hyper-parameters of the CRPS-Sum benchmark (``benchmarks/crps_sum.py``).
 
-Every value here was chosen on the validation split (the last
-``num_test_dates`` windows of the *training* range, ``--split validation``),
+Every value here was chosen on validation windows (``--split validation``),
 never on the test windows; see ``benchmarks/RESULTS.md`` for the runs behind
-each choice. Electricity and solar are not available offline on the machine
-this was written on, so their entries are the exchange-rate choices scaled to
-the datasets (untuned).
+each choice. exchange_rate_nips, etth1 and CSV files given by path (``--csv``)
+run the estimator's defaults. Electricity and solar are not available offline
+on the machine this was written on, so their entries are the exchange-rate
+network sizes scaled to the datasets (untuned).
 
 ``estimator`` goes to ``VSMDEstimator`` on top of its defaults (and the SDE
 registry's per-SDE defaults); ``max_epochs``, when given, to the Lightning
