@@ -442,3 +442,35 @@ def test_non_finite_forecasts_raise_instead_of_being_returned(predictor, monkeyp
     monkeypatch.setattr(net, "forward", nan_forward)
     with pytest.raises(FloatingPointError, match="non-finite samples"):
         list(predictor.predict(dataset(signal())))
+
+
+# ---------------------------------------------------------------- training health (issue 28)
+def test_values_out_of_float32_range_fail_before_training_and_large_units_train(predictor, monkeypatch):
+    import lightning.pytorch as pl
+
+    huge = signal()
+    huge[1, 40] = 3e38  # finite in float32: its increments overflow, and it ended training with NaN weights
+    spike = signal()
+    spike[2, 50] = 1e20  # in range, but ~1e19 times the values before it: scaled, its square overflows float32
+
+    def no_trainer(*args, **kwargs):
+        raise AssertionError("the data must be checked before a Trainer is built")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pl, "Trainer", no_trainer)
+        with pytest.raises(ValueError, match=r"entry #0: series 1, time index 40 \(2021-01-02 16:00\) is 3e\+38, "
+                                             r"out of range for float32 training.*rescale the data"):
+            tiny().train(dataset(huge))
+        with pytest.raises(ValueError, match=r"entry #0: series 1, time index 40 .* out of range"):
+            tiny().train(dataset(signal()), validation_data=dataset(huge))
+        with pytest.raises(ValueError, match=r"entry #0: series 2, time index 50 \(2021-01-03 02:00\) is 1e\+20, "
+                                             r"\S+ times the largest magnitude .* of the 11 steps before it"):
+            tiny().train(dataset(spike))
+    with pytest.raises(ValueError, match=r"series 1, time index 40 .* out of range for float32 forecasting"):
+        list(predictor.predict(dataset(huge)))
+    # legitimate magnitudes train and forecast
+    large = signal() * 1e12
+    large[0, 30] *= 1e6  # a spike a million times the series' magnitude is in range
+    (forecast,) = tiny().train(dataset(large)).predict(dataset(large))
+    assert np.isfinite(forecast.samples).all()
+
