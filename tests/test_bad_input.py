@@ -474,3 +474,51 @@ def test_values_out_of_float32_range_fail_before_training_and_large_units_train(
     (forecast,) = tiny().train(dataset(large)).predict(dataset(large))
     assert np.isfinite(forecast.samples).all()
 
+
+def test_a_non_finite_loss_stops_training_naming_the_step_and_member(monkeypatch):
+    import lightning.pytorch as pl
+
+    from vsmd_ts.timeseries import TrainingDivergedError, VSMDLightningModule
+
+    member_loss = VSMDLightningModule._member_loss
+
+    def nan_at_step_3(self, member, objective, batch):
+        loss, stage = member_loss(self, member, objective, batch)
+        return (loss * float("nan") if self.global_step == 3 and member is self.members[1] else loss), stage
+
+    monkeypatch.setattr(VSMDLightningModule, "_member_loss", nan_at_step_3)
+    steps = []
+
+    class Steps(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            steps.append(trainer.global_step)
+
+    est = tiny(ensemble_size=2, trainer_kwargs=dict(max_epochs=3, enable_progress_bar=False, precision="bf16-mixed",
+                                                    callbacks=[Steps()]))
+    with pytest.raises(TrainingDivergedError, match=r"training diverged at step 3 \(epoch 1, batch 1; counted from "
+                                                    r"0\): the training loss is not finite \(member 1: nan\)") as err:
+        est.train(dataset(signal()))
+    assert steps == [0, 1, 2, 3]  # stopped at once
+    assert isinstance(err.value, FloatingPointError)
+    message = str(err.value)
+    assert "non-finite weight(s): member 0 'rnn.weight_ih_l0'" in message  # the clipped NaN gradient reached all
+    assert "lr=0.001" in message and "trainer_kwargs={'precision': '32-true'}" in message
+
+
+def test_a_non_finite_weight_stops_training_naming_member_and_parameter():
+    import lightning.pytorch as pl
+
+    from vsmd_ts.timeseries import TrainingDivergedError
+
+    class Poison(pl.Callback):  # runs before the module's own end-of-batch check
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step == 2:
+                with torch.no_grad():
+                    module.members[1].denoiser.inp.weight.view(-1)[5] = float("inf")
+
+    est = tiny(ensemble_size=2, trainer_kwargs=dict(max_epochs=2, enable_progress_bar=False, callbacks=[Poison()]))
+    with pytest.raises(TrainingDivergedError, match=r"at step 1 \(epoch 0, batch 1; counted from 0\): the optimiser "
+                                                    r"step left 1 non-finite weight\(s\): member 1 "
+                                                    r"'denoiser.inp.weight' \(1 of \d+\)\."):
+        est.train(dataset(signal()))
+
