@@ -522,3 +522,29 @@ def test_a_non_finite_weight_stops_training_naming_member_and_parameter():
                                                     r"'denoiser.inp.weight' \(1 of \d+\)\."):
         est.train(dataset(signal()))
 
+
+def test_non_finite_weights_are_neither_serialised_nor_returned(tmp_path):
+    import lightning.pytorch as pl
+
+    from vsmd_ts.timeseries import TrainingDivergedError
+
+    est = tiny()
+    module = est.create_lightning_module()
+    predictor = est.create_predictor(est.create_transformation(), module)
+    predictor.serialize(tmp_path / "finite")
+    with torch.no_grad():
+        module.members[0].rnn.weight_hh_l0[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"not serialising the predictor to .*bad: its network has 1 "
+                                                 r"non-finite weight\(s\): member 0 'rnn.weight_hh_l0' \(1 of 64\)"):
+        predictor.serialize(tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+    class Poison(pl.Callback):  # after the last step's check: only the final check sees it
+        def on_train_end(self, trainer, module):
+            with torch.no_grad():
+                module.members[0].rnn.weight_hh_l0[0, 0] = float("nan")
+
+    est = tiny(trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False, callbacks=[Poison()]))
+    with pytest.raises(TrainingDivergedError, match=r"training ended with 1 non-finite weight\(s\): member 0 "
+                                                    r"'rnn.weight_hh_l0' \(1 of 64\); no predictor is returned"):
+        est.train_model(dataset(signal()))
