@@ -442,3 +442,109 @@ def test_non_finite_forecasts_raise_instead_of_being_returned(predictor, monkeyp
     monkeypatch.setattr(net, "forward", nan_forward)
     with pytest.raises(FloatingPointError, match="non-finite samples"):
         list(predictor.predict(dataset(signal())))
+
+
+# ---------------------------------------------------------------- training health (issue 28)
+def test_values_out_of_float32_range_fail_before_training_and_large_units_train(predictor, monkeypatch):
+    import lightning.pytorch as pl
+
+    huge = signal()
+    huge[1, 40] = 3e38  # finite in float32: its increments overflow, and it ended training with NaN weights
+    spike = signal()
+    spike[2, 50] = 1e20  # in range, but ~1e19 times the values before it: scaled, its square overflows float32
+
+    def no_trainer(*args, **kwargs):
+        raise AssertionError("the data must be checked before a Trainer is built")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pl, "Trainer", no_trainer)
+        with pytest.raises(ValueError, match=r"entry #0: series 1, time index 40 \(2021-01-02 16:00\) is 3e\+38, "
+                                             r"out of range for float32 training.*rescale the data"):
+            tiny().train(dataset(huge))
+        with pytest.raises(ValueError, match=r"entry #0: series 1, time index 40 .* out of range"):
+            tiny().train(dataset(signal()), validation_data=dataset(huge))
+        with pytest.raises(ValueError, match=r"entry #0: series 2, time index 50 \(2021-01-03 02:00\) is 1e\+20, "
+                                             r"\S+ times the largest magnitude .* of the 11 steps before it"):
+            tiny().train(dataset(spike))
+    with pytest.raises(ValueError, match=r"series 1, time index 40 .* out of range for float32 forecasting"):
+        list(predictor.predict(dataset(huge)))
+    # legitimate magnitudes train and forecast
+    large = signal() * 1e12
+    large[0, 30] *= 1e6  # a spike a million times the series' magnitude is in range
+    (forecast,) = tiny().train(dataset(large)).predict(dataset(large))
+    assert np.isfinite(forecast.samples).all()
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step_and_member(monkeypatch):
+    import lightning.pytorch as pl
+
+    from vsmd_ts.timeseries import TrainingDivergedError, VSMDLightningModule
+
+    member_loss = VSMDLightningModule._member_loss
+
+    def nan_at_step_3(self, member, objective, batch):
+        loss, stage = member_loss(self, member, objective, batch)
+        return (loss * float("nan") if self.global_step == 3 and member is self.members[1] else loss), stage
+
+    monkeypatch.setattr(VSMDLightningModule, "_member_loss", nan_at_step_3)
+    steps = []
+
+    class Steps(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            steps.append(trainer.global_step)
+
+    est = tiny(ensemble_size=2, trainer_kwargs=dict(max_epochs=3, enable_progress_bar=False, precision="bf16-mixed",
+                                                    callbacks=[Steps()]))
+    with pytest.raises(TrainingDivergedError, match=r"training diverged at step 3 \(epoch 1, batch 1; counted from "
+                                                    r"0\): the training loss is not finite \(member 1: nan\)") as err:
+        est.train(dataset(signal()))
+    assert steps == [0, 1, 2, 3]  # stopped at once
+    assert isinstance(err.value, FloatingPointError)
+    message = str(err.value)
+    assert "non-finite weight(s): member 0 'rnn.weight_ih_l0'" in message  # the clipped NaN gradient reached all
+    assert "lr=0.001" in message and "trainer_kwargs={'precision': '32-true'}" in message
+
+
+def test_a_non_finite_weight_stops_training_naming_member_and_parameter():
+    import lightning.pytorch as pl
+
+    from vsmd_ts.timeseries import TrainingDivergedError
+
+    class Poison(pl.Callback):  # runs before the module's own end-of-batch check
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step == 2:
+                with torch.no_grad():
+                    module.members[1].denoiser.inp.weight.view(-1)[5] = float("inf")
+
+    est = tiny(ensemble_size=2, trainer_kwargs=dict(max_epochs=2, enable_progress_bar=False, callbacks=[Poison()]))
+    with pytest.raises(TrainingDivergedError, match=r"at step 1 \(epoch 0, batch 1; counted from 0\): the optimiser "
+                                                    r"step left 1 non-finite weight\(s\): member 1 "
+                                                    r"'denoiser.inp.weight' \(1 of \d+\)\."):
+        est.train(dataset(signal()))
+
+
+def test_non_finite_weights_are_neither_serialised_nor_returned(tmp_path):
+    import lightning.pytorch as pl
+
+    from vsmd_ts.timeseries import TrainingDivergedError
+
+    est = tiny()
+    module = est.create_lightning_module()
+    predictor = est.create_predictor(est.create_transformation(), module)
+    predictor.serialize(tmp_path / "finite")
+    with torch.no_grad():
+        module.members[0].rnn.weight_hh_l0[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"not serialising the predictor to .*bad: its network has 1 "
+                                                 r"non-finite weight\(s\): member 0 'rnn.weight_hh_l0' \(1 of 64\)"):
+        predictor.serialize(tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+    class Poison(pl.Callback):  # after the last step's check: only the final check sees it
+        def on_train_end(self, trainer, module):
+            with torch.no_grad():
+                module.members[0].rnn.weight_hh_l0[0, 0] = float("nan")
+
+    est = tiny(trainer_kwargs=dict(max_epochs=1, enable_progress_bar=False, callbacks=[Poison()]))
+    with pytest.raises(TrainingDivergedError, match=r"training ended with 1 non-finite weight\(s\): member 0 "
+                                                    r"'rnn.weight_hh_l0' \(1 of 64\); no predictor is returned"):
+        est.train_model(dataset(signal()))

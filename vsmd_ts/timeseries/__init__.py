@@ -9,7 +9,7 @@ warnings.filterwarnings("ignore", ".*(BDay|PeriodDtype\\[B\\]).*", FutureWarning
 from .checks import CheckMultivariateTarget  # noqa: E402
 from .estimator import PREDICTION_INPUT_NAMES, TRAINING_INPUT_NAMES, VSMDEstimator  # noqa: E402
 from .features import default_lags, normalize_freq  # noqa: E402
-from .lightning_module import VSMDLightningModule  # noqa: E402
+from .lightning_module import TrainingDivergedError, VSMDLightningModule  # noqa: E402
 from .module import VSMDModel  # noqa: E402
 from .predictor import PredictorFileError, PredictorFileNotFoundError, VSMDPredictor  # noqa: E402
 
@@ -19,6 +19,7 @@ __all__ = [
     "PredictorFileError",
     "PredictorFileNotFoundError",
     "TRAINING_INPUT_NAMES",
+    "TrainingDivergedError",
     "VSMDEstimator",
     "VSMDLightningModule",
     "VSMDModel",

@@ -20,6 +20,8 @@ __all__ = [
     "CheckMultivariateTarget",
     "MIN_HISTORY",
     "COVARIATE_FIELDS",
+    "MAX_ABS_VALUE",
+    "MAX_JUMP_RATIO",
     "PositiveWholeNumber",
     "SDE_PARAMETERS",
     "SeedNumber",
@@ -35,6 +37,17 @@ __all__ = [
 # give one increment, the least from which the scale of a series' increments (and the spread of its levels) can
 # be taken; with fewer the scale falls back to its floor and forecasts lose their units
 MIN_HISTORY = 2
+
+# the largest magnitude of a value (target or real covariate) that the model takes: it reads values unscaled in
+# float32 (increments, a series' mean |y| over a context, the scale features, the covariates into the RNN), so values
+# must stay far below float32's 3.4e38; 1e30 leaves a factor 3e8 for sums over a context window
+MAX_ABS_VALUE = 1e30
+# the largest ratio of a training value to the largest magnitude of the context_length + prediction_length - 1 steps
+# before it (1 where those are all zero or missing, as the model's scale): the network squares the scaled values,
+# and float32 overflows beyond about 1.8e19 (a spike of 1e18 in data of magnitude 1 trained finite weights, one of
+# 1e20 non-finite ones). The model's scale of a window holding the value in its horizon is at most twice that largest
+# magnitude (its context lies within those steps), so a rejected value is at least 5e17 in the model's units
+MAX_JUMP_RATIO = 1e18
 
 
 class _BoundedInteger(int):
@@ -171,8 +184,9 @@ class CheckMultivariateTarget(MapTransformation):
     Checks the target's shape ``(target_dim, T)`` and length, turns the
     ``start`` of a plain-dict entry (a date string or ``Timestamp``) into a
     ``pandas.Period`` in ``freq``, checks that the entry's frequency is the
-    estimator's, that no value is infinite (or too large for float32), and
-    at prediction time that every series has an observed (non-NaN) value in
+    estimator's, that no value is infinite or beyond :data:`MAX_ABS_VALUE`
+    in magnitude (the model's float32 arithmetic would overflow), and at
+    prediction time that every series has an observed (non-NaN) value in
     the context window. NaNs are otherwise fine: the observed-value mask
     removes them from the loss and the scaler. Gives the entry ``item_id``
     and ``info`` fields (``None`` when it has none), which forecasts carry.
@@ -235,7 +249,7 @@ class CheckMultivariateTarget(MapTransformation):
         self._check_shape(target, item, is_train)
         data[FieldName.START] = self._as_period(data.get(FieldName.START), item)
         self._check_freq(data.get(FieldName.START), item)
-        self._check_finite(target, data.get(FieldName.START), item)
+        self._check_range(target, data.get(FieldName.START), item, is_train)
         self._check_covariates(data, target.shape[1], item, is_train)
         if not is_train:
             context = target[:, -self.context_length :]
@@ -318,16 +332,53 @@ class CheckMultivariateTarget(MapTransformation):
             )
 
     @staticmethod
-    def _check_finite(target: np.ndarray, start: Any, item) -> None:
-        bad = np.isinf(target)
-        if bad.any():
-            series, index = np.argwhere(bad)[0]
+    def _check_range(target: np.ndarray, start: Any, item, is_train: bool) -> None:
+        bad = np.abs(target) > MAX_ABS_VALUE  # NaN compares False: missing values are fine
+        if not bad.any():
+            return
+        series, index = np.argwhere(bad)[0]
+        value, where = target[series, index], f"entry {item}: series {series}, {_when(start, int(index))}"
+        if np.isinf(value):
             raise ValueError(
-                f"entry {item}: series {series}, {_when(start, int(index))} is {target[series, index]} "
-                f"({int(bad.sum())} infinite value(s) in all, or values beyond float32's range); "
-                "replace them by NaN (treated as missing) or by finite values"
+                f"{where} is {value} ({int(bad.sum())} infinite or out-of-range value(s) in all; values beyond "
+                "float32's range are infinite to the model); replace them by NaN (treated as missing) or by "
+                "finite values"
             )
+        raise ValueError(
+            f"{where} is {value:.3g}, out of range for float32 {'training' if is_train else 'forecasting'}: the "
+            f"model takes magnitudes up to {MAX_ABS_VALUE:g} (its float32 increments and sums over a window would "
+            f"overflow) ({int(bad.sum())} out-of-range value(s) in all); rescale the data (e.g. divide each series "
+            "by its typical magnitude) or replace such values by NaN (treated as missing)"
+        )
 
+    def _check_outliers(self, target: np.ndarray, start: Any, item) -> None:
+        """``ValueError`` for a training value more than :data:`MAX_JUMP_RATIO` times the largest magnitude of
+        the steps before it that can share a training window with it (scaled, it would overflow float32)."""
+        a = np.abs(target.astype(np.float64))
+        a[np.isnan(a)] = 0.0  # missing values add nothing to the model's scale
+        # the window's largest magnitude is 0 (the model's scale 1) or at least the series' smallest non-zero one:
+        # no value passes the ratio unless it passes this bound
+        smallest = np.where(a > 0, a, np.inf).min(axis=1, keepdims=True)
+        if not (a[:, MIN_HISTORY:] > MAX_JUMP_RATIO * np.minimum(smallest, 1.0)).any():
+            return
+        window = max(1, self.context_length + self.min_train_extra - 1)
+        before = _trailing_max(np.pad(a[:, :-1], ((0, 0), (1, 0))), window)  # max of a[t - window : t]
+        ratio = a / np.where(before > 0, before, 1.0)
+        ratio[:, :MIN_HISTORY] = 0.0  # never in a training window's horizon
+        bad = ratio > MAX_JUMP_RATIO
+        if not bad.any():
+            return
+        series, index = np.argwhere(bad)[0]
+        prior, steps = before[series, index], (f"the {window} steps before it (context_length + prediction_length "
+                                                "- 1: those that can share a training window with it)")
+        what = (f"{ratio[series, index]:.2g} times the largest magnitude ({prior:.3g}) of {steps}" if prior > 0 else
+                f"and {steps} are zero or missing, so the model scales it by 1")
+        raise ValueError(
+            f"entry {item}: series {series}, {_when(start, int(index))} is {target[series, index]:.3g}, {what}: "
+            "scaled as the model scales its windows, it would overflow float32 training, which squares scaled "
+            f"values (limit about 1.8e19) ({int(bad.sum())} value(s) in all more than {MAX_JUMP_RATIO:g} times the "
+            "magnitude before them); replace such an outlier by NaN (treated as missing) or rescale the series"
+        )
 
     def _check_covariates(self, data: Dict[str, Any], length: int, item, is_train: bool) -> None:
         """Check the declared covariate fields, cut the dynamic ones to the steps the model reads, drop the others."""
@@ -365,8 +416,19 @@ class CheckMultivariateTarget(MapTransformation):
                         f"({int(bad.sum())} non-finite value(s) in all over the {need} steps the model reads); "
                         "covariates have no missing values: fill them"
                     )
-            elif field == FieldName.FEAT_STATIC_REAL and not np.isfinite(values).all():
-                raise ValueError(f"entry {item}: {field!r} is {values.tolist()}; its values must be finite")
+                big = np.abs(values) > MAX_ABS_VALUE
+                if big.any():
+                    row, index = np.argwhere(big)[0]
+                    raise ValueError(
+                        f"entry {item}: {field!r} row {row}, {_when(start, int(index))} is {values[row, index]:.3g}, "
+                        f"out of range for the model's float32 arithmetic (magnitudes up to {MAX_ABS_VALUE:g}; "
+                        f"{int(big.sum())} such value(s) in all); covariates enter the network unscaled: "
+                        "standardise them"
+                    )
+            elif field == FieldName.FEAT_STATIC_REAL and not (np.abs(values) <= MAX_ABS_VALUE).all():
+                raise ValueError(f"entry {item}: {field!r} is {values.tolist()}; its values must be finite, of "
+                                 f"magnitude at most {MAX_ABS_VALUE:g} (covariates enter the network unscaled: "
+                                 "standardise them)")
             elif categorical:
                 for i, (value, card) in enumerate(zip(values.tolist(), self.cardinality)):
                     if not 0 <= value < card:
@@ -423,12 +485,30 @@ COVARIATE_FIELDS = {
 }
 
 
+def _trailing_max(x: np.ndarray, k: int) -> np.ndarray:
+    """``max(x[:, t - k + 1 : t + 1])`` (zeros before the start) for every ``t``, in ``O(log k)`` passes."""
+
+    def shifted(m: np.ndarray, s: int) -> np.ndarray:
+        out = np.zeros_like(m)
+        if s < m.shape[1]:
+            out[:, s:] = m[:, : m.shape[1] - s]
+        return out
+
+    m, p = x, 1
+    while 2 * p <= k:  # m[:, t] = max(x[:, t - p + 1 : t + 1])
+        m, p = np.maximum(m, shifted(m, p)), 2 * p
+    return np.maximum(m, shifted(m, k - p))
+
+
 def check_training_data(data: Iterable, check: CheckMultivariateTarget) -> None:
     """Check the whole training (or validation) set once, before any training starts.
 
     Raises ``ValueError`` for an empty dataset, for entries that ``check``
-    rejects and when no value at all is observed; warns for series that are
-    entirely NaN (they add nothing to the loss).
+    rejects, for a value more than :data:`MAX_JUMP_RATIO` times the largest
+    magnitude of the steps before it that can share a training window with
+    it (scaled, it would overflow float32) and when no value at all is
+    observed; warns for series that are entirely NaN (they add nothing to
+    the loss).
     """
     num_entries, num_observed = 0, 0
     for position, entry in enumerate(data):
@@ -436,6 +516,7 @@ def check_training_data(data: Iterable, check: CheckMultivariateTarget) -> None:
         check.map_transform(entry, is_train=True)
         with np.errstate(over="ignore"):
             target = np.asarray(entry[FieldName.TARGET], dtype=np.float32)
+        check._check_outliers(target, entry.get(FieldName.START), entry[FieldName.ITEM_ID])
         observed = (~np.isnan(target)).sum(axis=1)
         num_entries += 1
         num_observed += int(observed.sum())

@@ -51,7 +51,15 @@ from .checks import (
 )
 from .distributed import RankSeededLoader
 from .features import choose_target, default_lags, is_sub_daily, normalize_freq, season_length, time_features_for
-from .lightning_module import LR, WEIGHT_DECAY, VSMDLightningModule
+from .lightning_module import (
+    LR,
+    WEIGHT_DECAY,
+    TrainingDivergedError,
+    VSMDLightningModule,
+    describe_weights,
+    divergence_advice,
+    non_finite_weights,
+)
 from .module import NAIVE_SHARE, SAMPLER, SAMPLER_STEPS, _embedding_sizes
 from .predictor import VSMDPredictor
 
@@ -163,9 +171,16 @@ class VSMDEstimator(PyTorchLightningEstimator):
     multivariate, shape ``(target_dim, T)`` (``MultivariateGrouper`` or
     ``ListDataset(..., one_dim_target=False)``); NaNs are allowed and are
     excluded from the loss through the observed-value mask. Infinite values,
-    an empty dataset, a frequency other than the data's and (at prediction)
-    a context with no observed value raise ``ValueError`` naming the series
-    and time index.
+    values the model's float32 arithmetic cannot hold (magnitudes beyond
+    1e30, or, in training data, more than 1e18 times the largest magnitude
+    of the steps before them: scaled, they overflow; see
+    :data:`~vsmd_ts.timeseries.checks.MAX_ABS_VALUE` and
+    :data:`~vsmd_ts.timeseries.checks.MAX_JUMP_RATIO`), an empty dataset, a
+    frequency other than the data's and (at prediction) a context with no
+    observed value raise ``ValueError`` naming the series and time index. A
+    non-finite loss or weight stops training with
+    :class:`~vsmd_ts.timeseries.lightning_module.TrainingDivergedError`
+    naming the step, member and parameter.
 
     Short histories: a series needs at least 2 time steps before a forecast
     (:data:`~vsmd_ts.timeseries.checks.MIN_HISTORY`: two levels give one
@@ -576,13 +591,16 @@ class VSMDEstimator(PyTorchLightningEstimator):
 
         Differs from GluonTS's ``train_model`` on purpose: the data are
         checked up front (empty, infinite, all-NaN, wrong shape or
-        frequency); Lightning's folder is temporary unless
+        frequency, values out of float32's range once scaled); Lightning's folder is temporary unless
         ``default_root_dir`` is given, so no files are left behind; without
         validation data the final weights are kept (the training loss mixes
         A and score phases, so a "best" ``train_loss`` is not meaningful),
         with it the lowest-``val_loss`` weights; and an exception during
         training propagates instead of silently returning an earlier
-        checkpoint.
+        checkpoint. A non-finite loss or weight stops training with
+        :class:`~vsmd_ts.timeseries.lightning_module.TrainingDivergedError`
+        (naming the step, member and parameter), and final weights that are
+        not all finite raise it rather than give a predictor.
         """
         check_training_data(training_data, self._check_transform())
         if validation_data is not None:
@@ -610,4 +628,11 @@ class VSMDEstimator(PyTorchLightningEstimator):
                 logger.info("loading the weights with the lowest val_loss from %s", checkpoint.best_model_path)
                 state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
                 module.load_state_dict(state["state_dict"])
+            precision = trainer.precision
+        bad = non_finite_weights(module.state_dict().items())
+        if bad:  # never a predictor whose every forecast is NaN
+            raise TrainingDivergedError(
+                f"training ended with {describe_weights(bad)}; no predictor is returned; "
+                f"{divergence_advice(module.lr, precision)}"
+            )
         return TrainOutput(transformation, module, trainer, self.create_predictor(transformation, module))

@@ -17,6 +17,7 @@ from gluonts.torch.util import resolve_device
 from vsmd_ts.training.checkpoint import CheckpointError, read_torch_file
 
 from .checks import check_num_samples
+from .lightning_module import describe_weights, non_finite_weights
 
 __all__ = ["PredictorFileError", "PredictorFileNotFoundError", "VSMDPredictor"]
 
@@ -39,7 +40,8 @@ class VSMDPredictor(PyTorchPredictor):
 
     ``predict`` raises ``FloatingPointError`` (naming the entry) rather than
     yield a forecast with non-finite samples.
-    ``serialize(path)`` creates ``path`` (and its parents) when missing.
+    ``serialize(path)`` creates ``path`` (and its parents) when missing and
+    raises ``FloatingPointError``, writing nothing, for non-finite weights.
     ``deserialize(path)`` (also reached through
     ``gluonts.model.predictor.Predictor.deserialize``) raises
     :class:`PredictorFileError`, naming the file and what is wrong with it,
@@ -71,7 +73,15 @@ class VSMDPredictor(PyTorchPredictor):
             yield forecast
 
     def serialize(self, path: Path) -> None:
+        """GluonTS's ``serialize``, creating ``path`` when missing; ``FloatingPointError`` (and nothing written)
+        when the network's weights are not all finite, as such a predictor forecasts only NaN."""
         path = Path(path)
+        bad = non_finite_weights(self.prediction_net.state_dict().items())
+        if bad:
+            raise FloatingPointError(
+                f"not serialising the predictor to {path}: its network has {describe_weights(bad)}, so every "
+                "forecast would be NaN; retrain it (a diverged training; see TrainingDivergedError)"
+            )
         path.mkdir(parents=True, exist_ok=True)
         super().serialize(path)
 
