@@ -331,6 +331,10 @@ def holdout_windows(train: ListDataset, prediction_length: int, num_windows: int
     return fit, val
 
 
+# cells read as missing values (NaN) rather than rejected as non-numbers
+_MISSING = ("", "NA", "NaN", "nan")
+
+
 def read_wide_csv(path, time_column: Optional[str] = None, columns: Optional[Sequence[str]] = None,
                   freq: Optional[str] = None) -> Tuple[np.ndarray, pd.Period, str, List[str]]:
     """Read a wide CSV: one time column and one numeric column per series.
@@ -405,8 +409,8 @@ def read_wide_csv(path, time_column: Optional[str] = None, columns: Optional[Seq
     values = np.empty((len(names), len(frame)), dtype=np.float32)
     for d, name in enumerate(names):
         text = frame[name].str.strip()
-        numbers = pd.to_numeric(text.replace({"": "nan", "NA": "nan", "NaN": "nan", "nan": "nan"}), errors="coerce")
-        bad = numbers.isna() & ~text.isin(["", "NA", "NaN", "nan"])
+        numbers = pd.to_numeric(text, errors="coerce")  # missing-value spellings and bad cells become NaN
+        bad = numbers.isna() & ~text.isin(_MISSING)
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise ValueError(f"{path}: column {name!r}, line {row + 2}: {frame[name].iloc[row]!r} "
