@@ -6,7 +6,7 @@ import pytest
 from gluonts.dataset.common import ListDataset
 
 from vsmd_ts import VSMDEstimator
-from vsmd_ts.timeseries.features import choose_target, season_length
+from vsmd_ts.timeseries.features import choose_season, default_lags, season_candidates, season_length
 
 
 @pytest.mark.parametrize("freq, steps", [("h", 24), ("15min", 96), ("30min", 48), ("2h", 12), ("7h", 1), ("D", 7),
@@ -25,21 +25,45 @@ def cycle(T=600, D=3, seed=0, noise=0.3):
     return np.stack([5 * np.sin(2 * np.pi * t / 24 + i) + noise * rng.standard_normal(T) for i in range(D)]) + 50
 
 
-def test_choose_target_separates_walks_from_cycles():
-    assert choose_target([walk()], 24, 24) == "delta"
-    assert choose_target([cycle()], 24, 24) == "level"
-    assert choose_target([cycle()], 24, 1) == "delta"  # no season: increments
+def weekly(T=24 * 7 * 8, D=2, seed=0, noise=0.3):
+    """A daily cycle whose weekends (days 5 and 6 of each week) sit 8 units lower."""
+    t = np.arange(T)
+    weekend = ((t // 24) % 7 >= 5).astype(float)
+    return cycle(T, D, seed, noise) - 8 * weekend
+
+
+def test_choose_season_separates_walks_from_cycles():
+    assert choose_season([walk()], 24, [1, 24]) == 1
+    assert choose_season([cycle()], 24, [1, 24]) == 24
+    assert choose_season([cycle()], 24, [1]) == 1  # no season: increments
     # units do not matter, and several entries pool their errors
-    assert choose_target([1e-6 * cycle(), 1e6 * cycle(seed=1)], 24, 24) == "level"
+    assert choose_season([1e-6 * cycle(), 1e6 * cycle(seed=1)], 24, [1, 24]) == 24
     # a walk with a small cycle on top is still a walk at this horizon
-    assert choose_target([walk() + 0.01 * cycle()], 24, 24) == "delta"
+    assert choose_season([walk() + 0.01 * cycle()], 24, [1, 24]) == 1
 
 
-def test_choose_target_ignores_missing_values_and_short_histories():
+def test_choose_season_prefers_the_week_where_weekends_differ():
+    assert choose_season([weekly()], 24, [1, 24, 168]) == 168
+    assert choose_season([cycle(T=24 * 7 * 8)], 24, [1, 24, 168]) == 24  # nothing weekly: the day is as good, and
+    # a week of seasonal noise more than the day's
+    assert choose_season([weekly(T=24 * 5)], 24, [1, 24, 168]) == 24  # too short for a week: not weighed
+    with pytest.raises(ValueError, match="at least one season"):
+        choose_season([cycle()], 24, [])
+
+
+def test_choose_season_ignores_missing_values_and_short_histories():
     y = cycle()
     y[1, 100:300] = np.nan
-    assert choose_target([y], 24, 24) == "level"
-    assert choose_target([cycle(T=30)], 24, 24) == "delta"  # no window with a season of history before it
+    assert choose_season([y], 24, [1, 24]) == 24
+    assert choose_season([cycle(T=30)], 24, [1, 24]) == 1  # no window with a season of history before it
+
+
+@pytest.mark.parametrize("freq, seasons, lags", [("h", [24, 168], [1, 2, 3, 24, 168]),
+                                                 ("30min", [48, 336], [1, 2, 3, 48, 336]),
+                                                 ("D", [7], [1, 2, 3, 7, 14]), ("7h", [], [1, 2, 3, 24])])
+def test_sub_daily_data_weigh_a_day_and_a_week_and_lag_both(freq, seasons, lags):
+    assert season_candidates(freq) == seasons
+    assert default_lags(freq) == lags
 
 
 def tiny(**kw):
@@ -70,3 +94,18 @@ def test_auto_target_is_chosen_on_the_training_data_and_kept_by_the_predictor(ma
     assert Predictor.deserialize(tmp_path).prediction_net.model.target == target
     # an explicit target is never overridden
     assert tiny(target="delta").train(data(cycle(T=200))).prediction_net.model.target == "delta"
+
+
+def test_the_levels_naive_repeats_the_chosen_season(tmp_path):
+    from gluonts.model.predictor import Predictor
+
+    est = tiny(lags_seq=[1, 24, 168])
+    predictor = est.train(data(weekly(D=3)))
+    assert (est.data_target, est.data_season) == ("level", 168)
+    assert predictor.prediction_net.model.season_length == 168
+    predictor.serialize(tmp_path)
+    assert Predictor.deserialize(tmp_path).prediction_net.model.season_length == 168
+    # a season that does not fit in the model's past window (context 12 + lag 24) is not weighed
+    est = tiny()
+    est.train(data(weekly(D=3)))
+    assert (est.data_target, est.data_season) == ("level", 24)

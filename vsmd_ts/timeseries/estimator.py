@@ -50,7 +50,8 @@ from .checks import (
     check_training_data,
 )
 from .distributed import RankSeededLoader
-from .features import choose_target, default_lags, is_sub_daily, normalize_freq, season_length, time_features_for
+from .features import (choose_season, default_lags, is_sub_daily, normalize_freq, season_candidates, season_length,
+                       time_features_for)
 from .lightning_module import (
     LR,
     WEIGHT_DECAY,
@@ -243,8 +244,9 @@ class VSMDEstimator(PyTorchLightningEstimator):
     target
         ``"delta"`` (model increments, forecast = last value + their cumulative sum), ``"level"`` (model the
         values themselves) or ``"auto"`` (default): ``"level"`` when, on the last 20 horizons of the training
-        data, repeating the last season (a day for sub-daily data, a week for daily data) forecasts better
-        than the last value, else ``"delta"``; see :func:`~vsmd_ts.timeseries.features.choose_target`.
+        data, repeating the last season (a day or a week for sub-daily data, a week for daily data) forecasts
+        better than the last value, else ``"delta"``; the better season is the one the seasonal naive of
+        ``naive_share`` repeats. See :func:`~vsmd_ts.timeseries.features.choose_season`.
         Increments suit near-random walks (exchange rates), levels data with a cycle (hourly load). Increments
         of up to 64 series are whitened: scaled per series and decorrelated by their shrunk correlation over
         the last 20 steps of the context, so the diffusion models what a Gaussian random walk with that
@@ -399,6 +401,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
                                   ensemble_size=ensemble_size, naive_share=naive_share)
         self.batch_size, self.num_batches_per_epoch, self.seed = batch_size, num_batches_per_epoch, seed
         self.data_target: Optional[str] = None  # what target="auto" chose on the last training data
+        self.data_season: Optional[int] = None  # and the season of the levels' naive forecast
         self.train_sampler = ContextInstanceSampler(
             num_instances=1.0, min_past=self.context_length, min_future=prediction_length)
         self.validation_sampler = ValidationSplitSampler(min_future=prediction_length)
@@ -470,23 +473,32 @@ class VSMDEstimator(PyTorchLightningEstimator):
         # the splitter names the past window "past_past_feat_dynamic_real"; the model reads it as TFT does
         return splitter + RenameFields({_SPLIT_PAST_COVARIATES: FieldName.PAST_FEAT_DYNAMIC_REAL})
 
-    def choose_target(self, data: Dataset) -> str:
-        """What ``target="auto"`` models on ``data``: ``"level"`` or ``"delta"`` (see
-        :func:`~vsmd_ts.timeseries.features.choose_target`)."""
-        return choose_target((entry[FieldName.TARGET] for entry in data), self.prediction_length,
-                             season_length(self.freq))
+    def choose_season(self, data: Dataset) -> int:
+        """The season of the levels' seasonal naive, chosen on ``data`` among the
+        :func:`~vsmd_ts.timeseries.features.season_candidates` shorter than the model's past window; with
+        ``target="auto"`` the last value (1) is weighed too, and 1 means increments (see
+        :func:`~vsmd_ts.timeseries.features.choose_season`)."""
+        past_length = self.context_length + max(self.lags_seq)
+        seasons = [s for s in season_candidates(self.freq) if s < past_length]
+        if self.model_kwargs["target"] == "auto":
+            seasons = [1] + seasons
+        if not seasons:
+            return 1
+        return choose_season((entry[FieldName.TARGET] for entry in data), self.prediction_length, seasons)
 
     def resolved_kwargs(self) -> tuple:
         """``(model_kwargs, module_kwargs)`` with the data-dependent defaults filled in.
 
-        ``target="auto"`` takes what :meth:`choose_target` chose on the last
+        ``target="auto"`` takes what :meth:`choose_season` chose on the last
         training data (``"delta"`` before any training, e.g. for a module built
-        by hand); ``naive_share=None`` becomes 0.25, or 0 for increments of
+        by hand), and so does the season of levels; ``naive_share=None`` becomes 0.25, or 0 for increments of
         sub-daily data (a walk has no daily cycle).
         """
         model_kwargs, module_kwargs = dict(self.model_kwargs), dict(self.module_kwargs)
         if model_kwargs["target"] == "auto":
             model_kwargs["target"] = self.data_target or "delta"
+        if self.data_season is not None:
+            model_kwargs["season_length"] = self.data_season
         if module_kwargs["naive_share"] is None:
             walk_without_cycle = model_kwargs["target"] == "delta" and is_sub_daily(self.freq)
             module_kwargs["naive_share"] = 0.0 if walk_without_cycle else NAIVE_SHARE
@@ -605,8 +617,10 @@ class VSMDEstimator(PyTorchLightningEstimator):
         check_training_data(training_data, self._check_transform())
         if validation_data is not None:
             check_training_data(validation_data, self._check_transform())
-        if self.model_kwargs["target"] == "auto":
-            self.data_target = self.choose_target(training_data)
+        if self.model_kwargs["target"] != "delta":
+            self.data_season = self.choose_season(training_data)
+            if self.model_kwargs["target"] == "auto":
+                self.data_target = "level" if self.data_season > 1 else "delta"
         if self.seed is not None:
             pl.seed_everything(self.seed, workers=True, verbose=False)
         transformation = self.create_transformation()

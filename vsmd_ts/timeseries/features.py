@@ -11,7 +11,8 @@ import numpy as np
 from pandas.tseries import offsets
 from pandas.tseries.frequencies import to_offset
 
-__all__ = ["choose_target", "default_lags", "is_sub_daily", "normalize_freq", "season_length", "time_features_for"]
+__all__ = ["choose_season", "default_lags", "is_sub_daily", "normalize_freq", "season_candidates", "season_length",
+           "time_features_for"]
 
 # pandas >= 2.2 deprecates these upper-case aliases (FutureWarning); use the new spelling.
 _ALIASES = {"H": "h", "T": "min", "S": "s", "L": "ms", "U": "us", "N": "ns", "BH": "bh"}
@@ -65,7 +66,8 @@ def time_features_for(freq: str) -> list:
 
 
 def default_lags(freq: str) -> List[int]:
-    """A handful of frequency-aware lags (1-based), e.g. ``[1, 2, 3, 24, 168]`` for hourly data.
+    """A handful of frequency-aware lags (1-based), e.g. ``[1, 2, 3, 24, 168]`` for hourly data: for sub-daily
+    data a day and a week back, so that either season can be read (see :func:`season_candidates`).
 
     Far shorter than GluonTS's 40-lag default, whose RNN input (target_dim x
     lags) dominates memory on wide datasets.
@@ -74,7 +76,7 @@ def default_lags(freq: str) -> List[int]:
     n = max(int(getattr(offset, "n", 1)), 1)
     seasonal = {
         offsets.Second: [60],
-        offsets.Minute: [60, 1440],
+        offsets.Minute: [60, 1440, 10080],
         offsets.Hour: [24, 168],
         offsets.Day: [7, 14],
         offsets.BusinessDay: [4, 5, 10],
@@ -108,39 +110,56 @@ def season_length(freq: str) -> int:
     return 1
 
 
-def choose_target(targets: Iterable[np.ndarray], prediction_length: int, season: int, num_windows: int = 20) -> str:
-    """``"level"`` when the seasonal naive forecast beats the last value on the training data's last windows, else
-    ``"delta"``.
+def season_candidates(freq: str) -> List[int]:
+    """The seasons ``target="auto"`` weighs: a day and a week for sub-daily data (``[24, 168]`` for ``'h'``,
+    ``[48, 336]`` for ``'30min'``), else :func:`season_length` (``[7]`` for daily data); ``[]`` without a cycle."""
+    s = season_length(freq)
+    if s <= 1:
+        return []
+    return [s, 7 * s] if is_sub_daily(freq) else [s]
+
+
+def choose_season(targets: Iterable[np.ndarray], prediction_length: int, seasons: Iterable[int],
+                  num_windows: int = 20) -> int:
+    """The season whose naive forecast did best on the training data's last windows; 1 stands for the last value.
 
     Like the differencing test of an automatic ARIMA: a series that a random
     walk forecasts better than its last season (exchange rates) is modelled
     by its increments, one whose last season is the better forecast (a daily
-    load cycle) by its levels. For each entry ``(D, T)``, over its last
-    ``num_windows`` windows of ``prediction_length`` steps (each with at least
-    one season of history before it), the absolute errors of both naive
-    forecasts are summed per series, divided by the series' mean absolute
+    load cycle, or a weekly one where weekends differ) by its levels, and
+    that season is the one its seasonal naive repeats. For each entry
+    ``(D, T)``, over its last ``num_windows`` windows of ``prediction_length``
+    steps (the same windows for every candidate: each with at least the
+    longest season of history before it), the absolute errors of each naive
+    forecast are summed per series, divided by the series' mean absolute
     one-step increment (so that every series counts alike whatever its
     units) and summed over series and windows; missing values are left out.
-    ``season <= 1`` (no cycle) gives ``"delta"``.
+    Include 1 in ``seasons`` to weigh the last value. A season longer than
+    every entry's history is not weighed; with none left, the shortest wins.
     """
-    H, s = int(prediction_length), int(season)
-    if s <= 1:
-        return "delta"
-    err_walk = err_season = 0.0
-    for target in targets:
-        y = np.atleast_2d(np.asarray(target, dtype=np.float64))
+    H = int(prediction_length)
+    entries = [np.atleast_2d(np.asarray(target, dtype=np.float64)) for target in targets]
+    seasons = sorted({int(s) for s in seasons if int(s) >= 1})
+    if not seasons:
+        raise ValueError("choose_season needs at least one season")
+    longest = max((y.shape[1] for y in entries), default=0)
+    usable = [s for s in seasons if s <= longest - H] or seasons[:1]
+    if len(usable) == 1:
+        return usable[0]
+    first = max(usable)  # every candidate is scored on windows starting at or after this step
+    errors = np.zeros(len(usable))
+    h = np.arange(1, H + 1)
+    for y in entries:
         T = y.shape[1]
         steps = np.abs(np.diff(y, axis=1))
         unit = np.nanmean(steps, axis=1, keepdims=True) if np.isfinite(steps).any() else np.ones((y.shape[0], 1))
         unit = np.where(np.isfinite(unit) & (unit > 0), unit, 1.0)
-        h = np.arange(1, H + 1)
         for k in range(num_windows):
             start = T - (k + 1) * H  # the window forecasts y[start : start + H] from y[:start]
-            if start < s:
+            if start < first:
                 break
             future = y[:, start : start + H]
-            walk = future - y[:, start - 1 : start]
-            seasonal = future - y[:, start + h - 1 - s * np.ceil(h / s).astype(int)]
-            err_walk += np.nansum(np.abs(walk) / unit)
-            err_season += np.nansum(np.abs(seasonal) / unit)
-    return "level" if err_season < err_walk else "delta"
+            for i, s in enumerate(usable):
+                naive = y[:, start + h - 1 - s * np.ceil(h / s).astype(int)]
+                errors[i] += np.nansum(np.abs(future - naive) / unit)
+    return usable[int(np.argmin(errors))] if errors.any() else usable[0]
