@@ -92,6 +92,9 @@ def parse_args(argv=None):
                         "and with PATHS sample paths per window (default: the config's; overrides --eval-steps)")
     p.add_argument("--eval-steps", nargs="+", type=int, default=None,
                    help="sampler step counts to evaluate each trained model with (default: the config's)")
+    p.add_argument("--eval-naive-shares", nargs="+", type=float, default=None, metavar="SHARE",
+                   help="evaluate each trained model (with each sampler) at these naive_share values too: the share "
+                        "acts at sampling only, so one training gives every row (default: the resolved share)")
     p.add_argument("--quick", action="store_true", help="short smoke run (results marked quick)")
     p.add_argument("--synthetic-like", choices=DATASETS, default=None,
                    help="random data of this dataset's shape: speed and memory only, never accuracy")
@@ -282,8 +285,11 @@ def run_one(args, sde: str, seed: int) -> dict:
     evals = [(resolved["sampler"], steps, rho, None) for steps in args.eval_steps or [resolved["sampler_steps"]]]
     if args.eval_samplers:
         evals = [parse_eval_sampler(item, rho) for item in args.eval_samplers]
-    for i, (sampler, steps, rho, paths) in enumerate(evals):
+    shares = args.eval_naive_shares or [net.naive_share]
+    evals = [(*e, share) for e in evals for share in shares]
+    for i, (sampler, steps, rho, paths, share) in enumerate(evals):
         net.set_sampler(sampler, steps, rho)
+        net.naive_share = share
         paths = paths or cfg["num_samples"]
         torch.manual_seed(seed)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -291,14 +297,15 @@ def run_one(args, sde: str, seed: int) -> dict:
         forecasts, tss = list(forecast_it), list(ts_it)
         sample_time, sample_cpu = time.perf_counter() - t0, time.process_time() - c0
         ev = {"sampler": model.sampler_name, "sampler_steps": steps, "time_grid_rho": rho, "nfe_per_step": model.nfe_per_step,
-              "sample_time_s": sample_time, "sample_cpu_s": sample_cpu, "num_samples": paths,
+              "sample_time_s": sample_time, "sample_cpu_s": sample_cpu, "num_samples": paths, "naive_share": share,
               "windows": len(forecasts)}
         if synthetic:
             ev["metrics"] = None  # random data: no accuracy
         else:
             ev["metrics"] = evaluate_forecasts(forecasts, tss)
             if args.save_samples:
-                save_samples(out, f"{record['name']}_{model.sampler_name}-{steps}", forecasts, tss)
+                tag = f"_share{share:g}" if args.eval_naive_shares else ""
+                save_samples(out, f"{record['name']}_{model.sampler_name}-{steps}{tag}", forecasts, tss)
             if i == 0 and seed == args.seeds[0]:
                 plot_fan_chart(forecasts[-1], tss[-1], out / "figures" / f"{record['name']}.png", dims=(0, 1, 2, 3),
                                title=f"{sde} on {dataset} ({args.split}), seed {seed}, {ev['nfe_per_step']} NFE/step")
@@ -451,6 +458,8 @@ def summarize(out: Path, records) -> str:
             sampler = ev["sampler"] + (f" rho {ev['time_grid_rho']:g}" if ev.get("time_grid_rho", 1.0) != 1.0 else "")
             if ev.get("num_samples") != r.get("config", {}).get("num_samples", ev.get("num_samples")):
                 sampler += f", {ev['num_samples']} paths"  # not the run's protocol number of paths
+            if len({e.get("naive_share") for e in r["evaluations"]}) > 1:
+                sampler += f", naive share {ev['naive_share']:g}"
             by_key.setdefault((r["sde"], sampler, ev["nfe_per_step"]), []).append((r, ev))
     order = {s: i for i, s in enumerate(SDES)}
     for (sde, sampler, nfe), rows in sorted(by_key.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1], kv[0][2])):

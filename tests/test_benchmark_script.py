@@ -86,3 +86,19 @@ def test_eval_sampler_spec_parses_grid_and_paths():
     assert crps_sum.parse_eval_sampler("sde_pc2:20:2:1000", 1.0) == ("sde_pc2", 20, 2.0, 1000)
     with pytest.raises(ValueError, match="SAMPLER:STEPS"):
         crps_sum.parse_eval_sampler("sde_pc2:20:2:1000:7", 1.0)
+
+
+def test_benchmark_script_evaluates_naive_shares_from_one_training(tmp_path):
+    write_fake_archive(tmp_path / "data", T=200)
+    out = tmp_path / "out"
+    code = crps_sum.main(["--dataset", "exchange_rate_nips", "--data-dir", str(tmp_path / "data"), "--sde", "vsuld",
+                          "--seeds", "0", "--out", str(out), "--quick", "--eval-naive-shares", "0", "1",
+                          "--save-samples", "--set", *TINY])
+    assert code == 0
+    (run,) = list((out / "runs").glob("*.json"))
+    record = json.loads(run.read_text())
+    assert [e["naive_share"] for e in record["evaluations"]] == [0.0, 1.0]
+    model, naive = (np.load(out / "samples" / f"{record['name']}_sde_pc2-10_share{s}.npz")["samples"] for s in (0, 1))
+    assert model.shape == naive.shape and not np.allclose(model, naive)
+    summary = (out / "summary.md").read_text()
+    assert "naive share 0 |" in summary and "naive share 1 |" in summary
