@@ -132,32 +132,20 @@ def load_data(args, seed: int = 0):
     return load_benchmark(args.dataset, args.data_dir, not args.no_download)
 
 
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def apply_set(cfg: dict, items) -> dict:
     """``cfg`` with the ``--set KEY=VALUE`` overrides: ``max_epochs``, ``num_samples`` and ``precision`` (Lightning's,
-    e.g. bf16-mixed) of the run; the SDE's parameters (``beta``, ``damping_ratio``, ``gamma``, ``A_max``) into the
-    estimator's ``sde_kwargs``; ``A_training.FIELD`` into its ``A_training``; any other key an estimator argument."""
-    from vsmd_ts.timeseries.checks import SDE_PARAMETERS
+    e.g. bf16-mixed) of the run; any other key an estimator argument, the SDE's parameters (``beta``,
+    ``damping_ratio``, ``gamma``, ``A_max``) into its ``sde_kwargs`` and ``A_training.FIELD`` into its
+    ``A_training`` (:func:`~vsmd_ts.timeseries.checks.estimator_kwargs_from_text`)."""
+    from vsmd_ts.timeseries.checks import estimator_kwargs_from_text
 
-    estimator = cfg["estimator"]
+    estimator, run_keys = cfg["estimator"], ("max_epochs", "num_samples", "precision")
     for item in items:
         key, _, text = item.partition("=")
-        if key in ("max_epochs", "num_samples"):
-            cfg[key] = int(text)
-        elif key == "precision":
-            cfg[key] = text
-        elif key in SDE_PARAMETERS:
-            estimator["sde_kwargs"] = {**(estimator.get("sde_kwargs") or {}), key: _value(text)}
-        elif key.startswith("A_training."):
-            estimator["A_training"] = {**(estimator.get("A_training") or {}), key.partition(".")[2]: _value(text)}
-        else:
-            estimator[key] = _value(text)
+        if key in run_keys:
+            cfg[key] = text if key == "precision" else int(text)
+    for key, value in estimator_kwargs_from_text(i for i in items if i.partition("=")[0] not in run_keys).items():
+        estimator[key] = {**(estimator.get(key) or {}), **value} if key in ("sde_kwargs", "A_training") else value
     return cfg
 
 

@@ -26,12 +26,26 @@ def write_csv(path, T=240, rows=None):
     return frame
 
 
+def test_set_strings_become_estimator_arguments():
+    from vsmd_ts.timeseries.checks import estimator_kwargs_from_text
+
+    assert estimator_kwargs_from_text(["beta=8", "damping_ratio=1", "A_training.lr=0.01", "hidden_size=32",
+                                       "sampler=heun", "lags_seq=[1,24]"]) == {
+        "sde_kwargs": {"beta": 8, "damping_ratio": 1}, "A_training": {"lr": 0.01}, "hidden_size": 32,
+        "sampler": "heun", "lags_seq": [1, 24]}
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        estimator_kwargs_from_text(["beta"])
+
+
 def test_train_forecast_plot_and_evaluate_a_csv(tmp_path, capsys):
     csv = tmp_path / "data.csv"
     write_csv(csv)
     model = tmp_path / "model"
     assert main(["train", "--csv", str(csv), "--freq", "h", "--prediction-length", "6", "--holdout", "2",
-                 "--epochs", "1", "--out", str(model), *TINY]) == 0
+                 "--epochs", "1", "--out", str(model), *TINY, "beta=8"]) == 0
+    from gluonts.model.predictor import Predictor
+
+    assert Predictor.deserialize(model).prediction_net.model.sde.beta_value == 8.0  # --set routes SDE parameters
     layout = json.loads((model / "csv-layout.json").read_text())
     assert layout["columns"] == ["load", "temp"] and layout["trained_rows"] == 228 and layout["target"] == "level"
 

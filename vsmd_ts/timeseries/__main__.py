@@ -44,13 +44,6 @@ LAYOUT = "csv-layout.json"
 QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 
 
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m vsmd_ts.timeseries", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,7 +69,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     t.add_argument("--epochs", type=int, help="training epochs (default: the estimator's)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
-                   help="other VSMDEstimator arguments, e.g. --set ensemble_size=1 hidden_size=32")
+                   help="other VSMDEstimator arguments, e.g. --set ensemble_size=1 hidden_size=32 beta=8 (the SDE's "
+                        "parameters go into sde_kwargs, A_training.FIELD into A_training)")
     t.add_argument("--out", required=True, help="folder for the predictor")
 
     f = sub.add_parser("forecast", help="forecast the steps after the CSV's last row")
@@ -193,6 +187,7 @@ def _load(model: str):
 
 def train(args) -> int:
     from . import VSMDEstimator
+    from .checks import estimator_kwargs_from_text
 
     values, start, freq, names, covariates = _read(args)
     H = args.prediction_length
@@ -200,8 +195,7 @@ def train(args) -> int:
         raise ValueError(f"--prediction-length must be positive and --holdout >= 0, got {H} and {args.holdout}")
     declared = {kind: list(getattr(args, kind)) for kind in _COVARIATES if getattr(args, kind)}
     end = (_history_rows(values, args.csv) if declared else values.shape[1]) - args.holdout * H
-    kwargs = dict(kv.partition("=")[::2] for kv in args.set)
-    kwargs = {k: _value(v) for k, v in kwargs.items()}
+    kwargs = estimator_kwargs_from_text(args.set)
     if args.epochs:
         kwargs["trainer_kwargs"] = {**kwargs.get("trainer_kwargs", {}), "max_epochs": args.epochs}
     if declared:

@@ -30,6 +30,7 @@ __all__ = [
     "check_options",
     "check_sde_kwargs",
     "check_training_data",
+    "estimator_kwargs_from_text",
 ]
 
 
@@ -144,6 +145,31 @@ def _check_number(label: str, name: str, value: Any) -> None:
     if not ok:
         interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
         raise ValueError(f"{label} must be a finite number in {interval}, got {value!r}")
+
+
+def estimator_kwargs_from_text(items: Iterable[str]) -> Dict[str, Any]:
+    """``VSMDEstimator`` arguments from command-line ``KEY=VALUE`` strings (values read as JSON where they parse,
+    else kept as text): the SDE's parameters (:data:`SDE_PARAMETERS`) go into ``sde_kwargs``,
+    ``A_training.FIELD`` into ``A_training``, any other key is an estimator argument.
+    ``ValueError`` for an item without ``=``."""
+    import json
+
+    kwargs: Dict[str, Any] = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if key in SDE_PARAMETERS:
+            kwargs["sde_kwargs"] = {**kwargs.get("sde_kwargs", {}), key: value}
+        elif key.startswith("A_training."):
+            kwargs["A_training"] = {**kwargs.get("A_training", {}), key.partition(".")[2]: value}
+        else:
+            kwargs[key] = value
+    return kwargs
 
 
 def check_sde_kwargs(sde_kwargs: Optional[Dict[str, Any]]) -> Dict[str, float]:
