@@ -1,5 +1,12 @@
 """Covariate benchmark: VSMD and DeepAR with and without the same covariates, scored like ``crps_sum.py``.
 
+Each model is trained and scored with and without covariates on two univariate hourly targets (horizon 24), five
+seeds, in ``crps_sum.py``'s protocol: one process per (model, seed), 100 paths per window, ``evaluate_forecasts``.
+
+Examples
+--------
+The full benchmark (5 seeds, every model) and a smoke run::
+
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/covariates.py --dataset synthetic --seeds 0 1 2 3 4 \\
         --out runs/cov_synthetic
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/covariates.py --dataset etth1-ot --data-dir ../shared/data \\
@@ -8,7 +15,9 @@
         --split validation --seeds 0 1 2 3 4 --out runs/cov_etth1_ot_val
     python benchmarks/covariates.py --dataset synthetic --quick --out runs/cov_quick    # smoke run, tiny budgets
 
-Data (one univariate target, horizon 24, hourly):
+Notes
+-----
+Data:
 
 * ``synthetic``: 2,400 hourly steps drawn once from ``DATA_SEED``: ``y_t = 10 + 2 sin(2 pi t / 24) + 2 x_t +
   0.3 e_t`` with ``x_t`` a unit-variance AR(1) (coefficient 0.8) known over the horizon and ``e_t`` white noise.
@@ -39,7 +48,8 @@ records marked quick), scored by ``evaluate_forecasts`` (CRPS, CRPS-Sum, ProbTS 
 coverage); training CPU seconds are measured in the run's process. Each (model, seed) writes
 ``<out>/runs/<dataset>_<split>_<model>_seed<seed>.json`` (``crps_sum.py``'s record: machine, date, command,
 seed) and, for the first seed, a fan chart of the last window under ``<out>/figures/``; the parent writes
-``<out>/summary.md``: mean ± std over seeds per model.
+``<out>/summary.md``: mean ± std over seeds per model. Cost on a 2-core CPU, timed from one epoch: about 6
+CPU-minutes per VSMD run (5 of them training) and 1.5 per DeepAR run on etth1-ot; 5 and under 1 on synthetic.
 """
 
 from __future__ import annotations
