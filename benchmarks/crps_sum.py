@@ -470,6 +470,35 @@ def summarize(out: Path, records) -> str:
     return text
 
 
+def run_processes(command: list, jobs: list, log_path, parallel: int, env: dict) -> list:
+    """Run ``command + ["--single", model, seed]`` for each ``(model, seed)`` of ``jobs``, ``parallel`` at a time, each
+    in its own process (clean peak-memory and CPU-time numbers) writing its output to ``log_path(model, seed)``;
+    returns the failed runs, described."""
+    from tqdm.auto import tqdm
+
+    running, failed = [], []
+    bar = tqdm(total=len(jobs), desc="benchmark runs")
+    queue = list(jobs)
+    while queue or running:
+        while queue and len(running) < parallel:
+            model, seed = queue.pop(0)
+            log = open(log_path(model, seed), "w")
+            proc = subprocess.Popen(command + ["--single", model, str(seed)], stdout=log, stderr=subprocess.STDOUT,
+                                    env=env)
+            running.append((proc, model, seed, log))
+        time.sleep(0.5)
+        for item in list(running):
+            proc, model, seed, log = item
+            if proc.poll() is not None:
+                running.remove(item)
+                log.close()
+                bar.update(1)
+                if proc.returncode != 0:
+                    failed.append(f"{model} seed {seed} (see {log.name})")
+    bar.close()
+    return failed
+
+
 def main(argv=None):
     args = parse_args(argv)
     out = Path(args.out)
@@ -493,27 +522,7 @@ def main(argv=None):
     env = dict(os.environ, VSMD_BENCH_COMMAND=" ".join(["python", "benchmarks/crps_sum.py"] + [shlex.quote(a) for a in (argv or sys.argv[1:])]),
                OMP_NUM_THREADS=str(args.threads))
     base = [sys.executable, str(Path(__file__).resolve())] + [a for a in (argv or sys.argv[1:])]
-    running, failed = [], []
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(jobs), desc="benchmark runs")
-    queue = list(jobs)
-    while queue or running:
-        while queue and len(running) < args.jobs:
-            sde, seed = queue.pop(0)
-            log = open(out / "runs" / f"{run_name(args, sde, seed)}.log", "w")
-            proc = subprocess.Popen(base + ["--single", sde, str(seed)], stdout=log, stderr=subprocess.STDOUT, env=env)
-            running.append((proc, sde, seed, log))
-        time.sleep(0.5)
-        for item in list(running):
-            proc, sde, seed, log = item
-            if proc.poll() is not None:
-                running.remove(item)
-                log.close()
-                bar.update(1)
-                if proc.returncode != 0:
-                    failed.append(f"{sde} seed {seed} (see {log.name})")
-    bar.close()
+    failed = run_processes(base, jobs, lambda sde, seed: out / "runs" / f"{run_name(args, sde, seed)}.log", args.jobs, env)
     names = {run_name(args, sde, seed) for sde, seed in jobs}
     records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")) if p.stem in names]
     if records:

@@ -46,24 +46,33 @@ def univariate(entry, length=None):
             for d in range(target.shape[0])]
 
 
+def make_estimator(freq: str, prediction_length: int, num_samples: int, epochs: int, workdir: str,
+                   num_batches_per_epoch: int = CONFIG["num_batches_per_epoch"], **kwargs):
+    """GluonTS's DeepAREstimator with :data:`CONFIG` on the CPU, checkpoints under ``workdir``; ``kwargs``: its
+    covariate options (``num_feat_dynamic_real``, ``num_feat_static_cat``, ``cardinality``, ...)."""
+    from gluonts.torch.model.deepar import DeepAREstimator
+
+    return DeepAREstimator(
+        freq=freq, prediction_length=prediction_length, num_layers=CONFIG["num_layers"],
+        hidden_size=CONFIG["hidden_size"], lr=CONFIG["lr"], batch_size=CONFIG["batch_size"],
+        num_batches_per_epoch=num_batches_per_epoch, num_parallel_samples=num_samples,
+        trainer_kwargs={"max_epochs": epochs, "accelerator": "cpu", "enable_progress_bar": False,
+                        "enable_model_summary": False, "logger": False, "default_root_dir": workdir},
+        **kwargs,
+    )
+
+
 def run_seed(data, seed: int, num_samples: int, epochs: int, workdir: str, train=None, windows=None):
     """Train on ``train`` (default ``data.train``) and forecast ``windows`` (default ``data.test``)."""
     import lightning
     from gluonts.dataset.common import ListDataset
     from gluonts.model.forecast import SampleForecast
-    from gluonts.torch.model.deepar import DeepAREstimator
 
     D, H = data.target_dim, data.prediction_length
     windows = data.test if windows is None else windows
     (train_entry,) = list(data.train if train is None else train)
     train = ListDataset(univariate(train_entry), freq=data.freq)
-    estimator = DeepAREstimator(
-        freq=data.freq, prediction_length=H, num_layers=CONFIG["num_layers"], hidden_size=CONFIG["hidden_size"],
-        lr=CONFIG["lr"], batch_size=CONFIG["batch_size"], num_batches_per_epoch=CONFIG["num_batches_per_epoch"],
-        num_feat_static_cat=1, cardinality=[D], num_parallel_samples=num_samples,
-        trainer_kwargs={"max_epochs": epochs, "accelerator": "cpu", "enable_progress_bar": False,
-                        "enable_model_summary": False, "logger": False, "default_root_dir": workdir},
-    )
+    estimator = make_estimator(data.freq, H, num_samples, epochs, workdir, num_feat_static_cat=1, cardinality=[D])
     lightning.seed_everything(seed, verbose=False)
     t0, c0 = time.perf_counter(), time.process_time()
     predictor = estimator.train(train)
