@@ -1,0 +1,123 @@
+"""ASBM core: base bridges, lean adjoints, the stage losses and an exact Gaussian Schroedinger bridge."""
+
+import math
+
+import pytest
+import torch
+
+from vsmd_ts.diffusion import make_sde
+from vsmd_ts.diffusion.bridge import adjoint_propagator, bridge, bridge_sample, conditional_score, propagate_adjoint
+from vsmd_ts.diffusion.linalg import apply_block
+
+# ASBM's non-memoryless VP base (beta 0.1 -> 4) and momentum bases with small beta (memory kept)
+BASES = [("vp", dict(beta=4.0)), ("cld", dict(beta=2.0)), ("uld", dict(beta=3.0, damping_ratio=0.7))]
+
+
+def zero_cov(sde):
+    return torch.zeros(sde.num_channels, sde.num_channels, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name,kw", BASES)
+def test_transition_between_two_times_composes(name, kw):
+    sde = make_sde(name, (2,), **kw)
+    r, s, t = (torch.tensor(v, dtype=torch.float64) for v in (0.1, 0.45, 0.9))
+    ts, sr, tr = sde.transition(t, s=s), sde.transition(s, s=r), sde.transition(t, s=r)
+    torch.testing.assert_close(ts.mean_coef @ sr.mean_coef, tr.mean_coef, rtol=1e-12, atol=1e-14)
+    # Sigma(t, r) = Phi(t, s) Sigma(s, r) Phi(t, s)^T + Sigma(t, s)
+    composed = ts.mean_coef @ sr.cov @ ts.mean_coef.transpose(-1, -2) + ts.cov
+    torch.testing.assert_close(composed, tr.cov, rtol=1e-12, atol=1e-14)
+    # from s = 0 it is the transition with the start state known
+    torch.testing.assert_close(sde.transition(t, s=torch.tensor(0.0)).cov, sde.transition(t, sigma0=zero_cov(sde)).cov)
+
+
+def simulate_paths(sde, a0, t_mid, steps=400, generator=None):
+    """Euler-Maruyama of the base SDE on [0, 1] in small steps; returns (a_{t_mid}, a_1)."""
+    a, mid, h = a0.clone(), None, 1.0 / steps
+    for i in range(steps):
+        if mid is None and i * h >= t_mid - 1e-12:
+            mid = a.clone()
+        t = torch.tensor(i * h, dtype=torch.float64)
+        a = a + h * sde.drift(a, t)
+        noise = torch.randn(a[:, -1].shape, generator=generator, dtype=a.dtype)
+        a[:, -1] += sde.diffusion(t).to(a.dtype) * math.sqrt(h) * noise
+    return mid, a
+
+
+@pytest.mark.parametrize("name,kw", BASES)
+def test_bridge_matches_simulated_paths_conditioned_by_regression(name, kw):
+    """Simulate the forward SDE from a fixed a_0; the regression of a_t on a_1 is the bridge:
+    slope coef1, residual covariance cov (the joint is Gaussian, so linear regression is exact)."""
+    sde = make_sde(name, (1,), **kw)
+    K, n, t = sde.num_channels, 40000, 0.4
+    g = torch.Generator().manual_seed(1)
+    a0 = torch.tensor([0.8, -0.5][:K], dtype=torch.float64).reshape(1, K, 1).expand(n, K, 1)
+    a_t, a1 = simulate_paths(sde, a0, t, generator=g)
+    X, Y = a1[..., 0], a_t[..., 0]
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    slope = torch.linalg.solve(Xc.T @ Xc, Xc.T @ Yc).T  # Y ~ slope X + offset
+    resid = Yc - Xc @ slope.T
+    br = bridge(sde, torch.tensor(t))
+    coef1, cov = br.coef1[0], br.cov[0]
+    offset = Y.mean(0) - slope @ X.mean(0)
+    torch.testing.assert_close(slope, coef1, atol=0.03, rtol=0.03)
+    torch.testing.assert_close(resid.T @ resid / n, cov, atol=0.01 * cov.abs().max().item(), rtol=0.05)
+    torch.testing.assert_close(offset, br.coef0[0] @ a0[0, :, 0], atol=0.02, rtol=0.03)
+
+
+@pytest.mark.parametrize("name,kw", BASES)
+def test_bridge_is_exact_at_the_ends_and_positive_in_between(name, kw):
+    sde = make_sde(name, (3,), **kw)
+    K = sde.num_channels
+    a0, a1 = torch.randn(2, K, 3), torch.randn(2, K, 3)
+    t = torch.tensor([0.0, sde.T])
+    out = bridge_sample(sde, a0, a1, t)
+    torch.testing.assert_close(out[0], a0[0])
+    torch.testing.assert_close(out[1], a1[1])
+    # near the ends the covariance is tiny (O(t^3) for a momentum position) but stays symmetric PSD
+    t = torch.tensor([1e-6, 1e-3, 0.5, 1 - 1e-3, 1 - 1e-6], dtype=torch.float64)
+    cov = bridge(sde, t).cov
+    assert (torch.linalg.eigvalsh(cov) > 0).all()
+    # the textbook form (conditioning on a_1 given a_0) agrees in the middle
+    tr_t, tr_1 = sde.transition(t[2], sigma0=zero_cov(sde)), sde.transition(1.0, sigma0=zero_cov(sde))
+    G = tr_t.cov @ sde.transition(1.0, s=t[2]).mean_coef.transpose(-1, -2) @ torch.linalg.inv(tr_1.cov)
+    torch.testing.assert_close(cov[2], tr_t.cov - G @ tr_1.cov @ G.transpose(-1, -2), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("name,kw", BASES)
+def test_adjoint_propagator_solves_the_lean_adjoint_ode(name, kw):
+    """d a~/dt = -beta(t) F^T a~ from a~_1, integrated backwards by RK4, equals Phi(1, t)^T a~_1."""
+    sde = make_sde(name, (2,), **kw)
+    K = sde.num_channels
+    adj1 = torch.randn(1, K, 2, dtype=torch.float64)
+    FT = sde.drift_matrix().transpose(-1, -2)
+
+    def rhs(s, y):
+        return -sde.beta(torch.tensor(s, dtype=torch.float64)) * apply_block(FT, y)
+
+    y, n, t_stop = adj1.clone(), 500, 0.25
+    h = (1.0 - t_stop) / n
+    for i in range(n):
+        s = 1.0 - i * h
+        k1 = rhs(s, y)
+        k2 = rhs(s - h / 2, y - h / 2 * k1)
+        k3 = rhs(s - h / 2, y - h / 2 * k2)
+        k4 = rhs(s - h, y - h * k3)
+        y = y - h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    t = torch.full((1,), t_stop, dtype=torch.float64)
+    torch.testing.assert_close(propagate_adjoint(sde, adj1, t), y, rtol=1e-9, atol=1e-12)
+    if name == "vp":  # ASBS eq. 37: the scalar exp(-1/2 int_t^1 beta)
+        B = sde.beta_int(torch.tensor(1.0)) - sde.beta_int(torch.tensor(t_stop))
+        torch.testing.assert_close(adjoint_propagator(sde, t_stop)[..., 0, 0], torch.exp(-0.5 * B).expand(2).double())
+
+
+@pytest.mark.parametrize("name,kw", BASES)
+def test_conditional_score_of_a_transition_draw(name, kw):
+    sde = make_sde(name, (3,), **kw)
+    K = sde.num_channels
+    a0, eps = torch.randn(4, K, 3), torch.randn(4, K, 3)
+    t = torch.rand(4) * 0.9 + 0.05
+    tr = sde.transition(t, sigma0=zero_cov(sde))
+    a_t = (apply_block(tr.mean_coef, a0.double()) + apply_block(tr.chol, eps.double())).float()
+    # -Sigma^{-1} L eps = -L^{-T} eps
+    expected = -apply_block(torch.linalg.inv(tr.chol).transpose(-1, -2), eps.double()).float()
+    torch.testing.assert_close(conditional_score(sde, a0, a_t, t), expected, rtol=1e-3, atol=1e-3)
