@@ -375,3 +375,78 @@ def test_asbm_recovers_the_gaussian_schroedinger_bridge():
     assert out.nfe == 200
     assert ((out.x.mean(0) - m).abs() < 0.06).all(), out.x.mean(0)
     assert ((out.x.std(0) / sd - 1).abs() < 0.04).all(), out.x.std(0)
+
+
+class MomentumLinearControl(torch.nn.Module):
+    """``u(a, t) = K_x(t) x + K_v(t) v + c(t)`` per coordinate, cubic polynomials in ``t``."""
+
+    def __init__(self, d, degree=3):
+        super().__init__()
+        self.W = torch.nn.Parameter(torch.zeros(3, degree + 1, d))
+
+    def forward(self, a, t, cond=None):
+        powers = torch.stack([t**j for j in range(self.W.shape[1])], 1)
+        return (powers @ self.W[0]) * a[:, 0] + (powers @ self.W[1]) * a[:, 1] + powers @ self.W[2]
+
+
+class MomentumLinearCorrector(torch.nn.Module):
+    """``h(a) = M a + b`` per coordinate, all channels."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.M = torch.nn.Parameter(torch.zeros(2, 2, d))
+        self.b = torch.nn.Parameter(torch.zeros(2, d))
+
+    def forward(self, a, t, cond=None):
+        return torch.einsum("ijd,njd->nid", self.M, a) + self.b
+
+
+def gaussian_sb_coupling(Phi, Sigma, mean0, cov0, rounds=300):
+    """Covariance (4 x 4) of the static SB between N(mean0, cov0) and N(0, I) for a 2-D state.
+
+    pi(a_0, a_1) ~ N(a_1; Phi a_0, Sigma) exp(psi_0(a_0) + psi_1(a_1)) with quadratic psi: IPF on the
+    joint's natural parameters, each half-step adds (target - current) marginal precision and shift.
+    """
+    Si = torch.linalg.inv(Sigma)
+    J = torch.cat([torch.cat([Phi.T @ Si @ Phi, -Phi.T @ Si], 1), torch.cat([-Si @ Phi, Si], 1)])
+    h = torch.zeros(4, dtype=torch.float64)
+    ends = [(slice(0, 2), mean0, cov0), (slice(2, 4), torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))]
+    for _ in range(rounds):
+        for sl, mean, cov in ends:
+            C = torch.linalg.inv(J)
+            J_marg = torch.linalg.inv(C[sl, sl])
+            h[sl] += torch.linalg.solve(cov, mean) - J_marg @ (C @ h)[sl]
+            J[sl, sl] += torch.linalg.inv(cov) - J_marg
+    return torch.linalg.inv(J)
+
+
+def test_stage1_recovers_the_gaussian_bridge_coupling_of_a_momentum_base():
+    """Hypoelliptic case (noise and control on v only), CLD with beta 4: x_0 ~ N(m, sd^2), v_0 ~ N(0, 1),
+    prior N(0, I) on (x, v). Reference: the static SB coupling of the base transition by Gaussian IPF.
+    Eight IPF rounds of AM/CM with a linear control reach Cov(a_0, a_1) to about 0.04 (the base
+    coupling is 0.47 away in the x_0 x_1 entry of the first coordinate)."""
+    torch.manual_seed(0)
+    m, sd = torch.tensor([1.0, -1.0]), torch.tensor([2.0, 0.5])
+    sde = make_sde("cld", (2,), beta=4.0)
+    tr = sde.transition(1.0, s=0.0)
+    u, h = MomentumLinearControl(2), MomentumLinearCorrector(2)
+    model = ASBM(sde, u, h, am_steps=100, cm_steps=100, buffer_size=8192)
+    optimizers = {"cm": torch.optim.Adam(h.parameters()), "am": torch.optim.Adam(u.parameters())}
+    for _ in range(8):
+        for stage in ("cm", "am"):
+            model.start_stage(stage)
+            model.refresh(m + sd * torch.randn(8192, 2))
+            for i in range(60):
+                for group in optimizers[stage].param_groups:
+                    group["lr"] = 0.05 * (1 - i / 60) + 0.002
+                model.stage1_step(optimizers[stage], batch_size=1024)
+    a0, a1, _ = model.couplings(m + sd * torch.randn(40000, 2))
+    for j, tol in ((0, 0.08), (1, 0.03)):
+        cov0 = torch.diag(torch.tensor([sd[j].item() ** 2, 1.0], dtype=torch.float64))
+        mean0 = torch.tensor([m[j].item(), 0.0], dtype=torch.float64)
+        exact = gaussian_sb_coupling(tr.mean_coef[j], tr.cov[j], mean0, cov0)
+        A0, A1 = a0[:, :, j].double(), a1[:, :, j].double()
+        cross = (A0 - A0.mean(0)).T @ (A1 - A1.mean(0)) / A0.shape[0]
+        torch.testing.assert_close(cross, exact[:2, 2:], atol=tol, rtol=0)
+        torch.testing.assert_close(torch.cov(A1.T), torch.eye(2, dtype=torch.float64), atol=0.1, rtol=0)
+        assert (A1.mean(0).abs() < 0.06).all()
