@@ -1,8 +1,22 @@
-"""Core of vsmd_ts: forward SDEs, losses, samplers and the variational-score update.
+"""Core of vsmd_ts: forward SDEs, losses, samplers, the variational-score update and ASBM's bridges and losses.
 
 Imports torch only, so it is quick to import and test.
 """
 
+from .asbm import (
+    ASBM,
+    ReplayBuffer,
+    adjoint_matching_loss,
+    bridge_matching_loss,
+    bridge_noise_target,
+    corrector_matching_loss,
+    prior_check,
+    simulate_controlled,
+    source_state,
+    standard_normal_energy_grad,
+    terminal_adjoint,
+)
+from .bridge import BridgeCoefficients, adjoint_propagator, bridge, bridge_sample, conditional_score, propagate_adjoint
 from .losses import DSMLoss, VariationalLoss, evaluation_loss, sample_times
 from .nets import ResidualMLP, ScoreModel, SinusoidalEmbedding
 from .registry import SDE_NAMES, SDE_REGISTRY, TRAJECTORY_STEPS, SDESpec, default_kwargs, is_momentum, make_sde
@@ -28,9 +42,11 @@ from .training import A_summary, VSMDObjective, make_optimizer, split_A_paramete
 from .variational import ATraining, AlternationSchedule, Trajectories, VariationalScoreUpdater, simulate_backward
 
 __all__ = [
+    "ASBM",
     "ATraining",
     "A_summary",
     "AlternationSchedule",
+    "BridgeCoefficients",
     "DSMLoss",
     "LinearSDE",
     "MomentumSDE",
@@ -49,6 +65,21 @@ __all__ = [
     "VariationalLoss",
     "VariationalScoreUpdater",
     "VSMDObjective",
+    "ReplayBuffer",
+    "adjoint_matching_loss",
+    "adjoint_propagator",
+    "bridge",
+    "bridge_matching_loss",
+    "bridge_noise_target",
+    "bridge_sample",
+    "conditional_score",
+    "corrector_matching_loss",
+    "prior_check",
+    "propagate_adjoint",
+    "simulate_controlled",
+    "source_state",
+    "standard_normal_energy_grad",
+    "terminal_adjoint",
     "damping_transform",
     "default_kwargs",
     "euler_maruyama",

@@ -183,25 +183,40 @@ class LinearSDE(nn.Module):
         subclass has no fused form (the generic block algebra is used then)."""
         return None
 
-    def transition_entries(self, t, sigma0: Optional[torch.Tensor] = None):
+    def _integrated_time(self, t: torch.Tensor, s, device) -> torch.Tensor:
+        """``B(t) - B(s)`` in float64 on ``device`` (``B(t)`` when ``s`` is ``None``)."""
+        B = self.beta_int(t.to(device, torch.float64))
+        if s is not None:
+            B = B - self.beta_int(self._as_time(s, t).to(device, torch.float64))
+        return B
+
+    def _start_cov(self, s, sigma0, device):
+        """Initial covariance block: ``sigma0``, else zero from a given start time ``s`` (the
+        state at ``s`` is known), else the SDE's convention at time 0."""
+        if sigma0 is None and s is not None:
+            return torch.zeros(self.num_channels, self.num_channels, dtype=torch.float64, device=device)
+        return sigma0
+
+    def transition_entries(self, t, sigma0: Optional[torch.Tensor] = None, s=None):
         """Transition as separate entries, without assembling K x K blocks.
 
         Returns ``(phi, cov, chol)``, each a tuple of the K*K entries (row
         major) of shape ``(N, *data_shape)`` (or ``data_shape`` for scalar
         ``t``), float64 on the algebra device, or ``None`` when the SDE has no
         fused form. This is what training uses: about fifty element-wise
-        operations per call instead of several hundred.
+        operations per call instead of several hundred. ``s``: start time, as
+        in :meth:`transition`.
         """
         t = self._as_time(t)
         device = self._algebra_device(t)
-        B = self.beta_int(t.to(device, torch.float64))
+        B = self._integrated_time(t, s, device)
         B = B.reshape(B.shape + (1,) * len(self.data_shape))
-        out = self._moments(B, sigma0)
+        out = self._moments(B, self._start_cov(s, sigma0, device))
         if out is None or device == t.device:
             return out
         return tuple(tuple(e.to(t.device) for e in part) for part in out)
 
-    def transition(self, t, sigma0: Optional[torch.Tensor] = None) -> Transition:
+    def transition(self, t, sigma0: Optional[torch.Tensor] = None, s=None) -> Transition:
         """Closed-form Gaussian transition at time(s) ``t`` (float64).
 
         Parameters
@@ -209,22 +224,28 @@ class LinearSDE(nn.Module):
         t
             Scalar or tensor of shape ``(N,)``.
         sigma0
-            Covariance block of ``a_0``; defaults to the SDE's convention
-            (zero, or the marginalised initial velocity).
+            Covariance block of the start state; defaults to the SDE's
+            convention at time 0 (zero, or the marginalised initial velocity)
+            and to zero when ``s`` is given.
+        s
+            Start time (scalar or ``(N,)``, ``s <= t``); ``None`` is 0. With it
+            this is ``a_t | a_s``: ``mean_coef = Phi(t, s) = e^{F (B(t) - B(s))}``
+            and ``cov = Sigma(t, s)``, so ``Phi(t, s) Phi(s, r) = Phi(t, r)``.
         """
         t = self._as_time(t)
-        fused = self.transition_entries(t, sigma0)
+        fused = self.transition_entries(t, sigma0, s)
         if fused is not None:
             if self.num_channels == 1:
                 return Transition(*(e[0][..., None, None] for e in fused))
             return Transition(*(stack_block(*e) for e in fused))
         device = self._algebra_device(t)
-        B = self._time_view(self.beta_int(t.to(device, torch.float64)))
+        B = self._time_view(self._integrated_time(t, s, device))
         F = self.drift_matrix().to(device)
         Q = self.noise_block(device)
         Sinf = self.stationary_cov().to(device)
         Phi = expm_block(F * B)
         cov = lyapunov_integral(F, Q, B, Sinf)
+        sigma0 = self._start_cov(s, sigma0, device)
         S0 = self._initial_cov(device) if sigma0 is None else sigma0.to(device, torch.float64)
         if bool((S0 != 0).any()):
             cov = cov + congruence(Phi, S0)
