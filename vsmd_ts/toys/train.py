@@ -43,7 +43,7 @@ from vsmd_ts.diffusion.registry import learns_A
 from vsmd_ts.training.config import FitConfig
 
 from .data import get_dataset
-from .sampling import PRIORS, evaluate
+from .sampling import PRIORS, asbm_sampling_model, evaluate
 
 __all__ = ["METHODS", "ToyConfig", "build_asbm_nets", "build_model", "load_checkpoint", "model_from_checkpoint", "train"]
 
@@ -384,8 +384,8 @@ def _train_asbm(cfg: ToyConfig, out, dataset, data_var: list) -> dict:
     Summary: ``stage1_steps``, ``stage1_passed``, ``prior_checks`` (every
     check: step, mean/cov errors, top eigenvalues, ``|a_1|^2`` errors,
     ``passed``), ``steps`` (of stage 2), CPU and wall seconds of both
-    stages, ``history`` rows (``stage`` 1 or 2), ``eval_curve`` (reverse SDE,
-    ``eval_steps`` EM steps), and the stage-2 models under ``"model"`` and
+    stages, ``history`` rows (``stage`` 1 or 2), ``eval_curve`` (Heun on the
+    SB's probability-flow ODE, ``eval_steps`` steps), and the stage-2 models under ``"model"`` and
     ``"ema_model"`` (:class:`~vsmd_ts.training.asbm.BridgeScoreModel`,
     the latter with the EMA backward network).
     """
@@ -431,8 +431,9 @@ def _train_asbm(cfg: ToyConfig, out, dataset, data_var: list) -> dict:
     eval_curve = []
 
     def eval_ema(step: int, ema_model) -> None:
-        res = evaluate(ema_model, dataset, cfg.eval_num, cfg.eval_steps, cfg.prior, data_var, seed=cfg.seed,
-                       num_true=20_000, sampler="euler_maruyama")
+        # Heun on the SB's probability-flow ODE (both networks), as the default method's curve uses its PF-ODE
+        res = evaluate(asbm_sampling_model(ema_model, "heun"), dataset, cfg.eval_num, cfg.eval_steps, cfg.prior,
+                       data_var, seed=cfg.seed, num_true=20_000)
         eval_curve.append({"step": step, "pmf_rmse": res["pmf_rmse"], "marginal_rmse": res["marginal_rmse"]})
 
     res = fit(model, batch, fit_cfg, out=out, resume=cfg.resume, meta={**meta, "asbm_stage": 2, "asbm_stage1": record},

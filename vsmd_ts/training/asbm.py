@@ -28,7 +28,7 @@ Torch only (no Lightning import), so checkpoints load without Lightning.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 from torch import nn
