@@ -19,11 +19,27 @@ hyper-parameters, and reports mean +- std over seeds of
 Each run writes a JSON record (and a few samples for figures) under ``--out``
 and is skipped when its record exists, so an interrupted benchmark resumes.
 
+ASBM rows (opt-in with ``--configs``): ``ASBM-VP-4`` (ASBM's VP base, beta
+0.1 -> 4) and ``ASBM-CLD-4`` (momentum base), each trained by stage 1 (at
+most ``--asbm-stage1-steps``, the prior check may end it earlier) and stage 2
+(``--steps`` steps, as every other row), against their memoryless twins
+``VP-20`` (plain DSM, same network) and ``CLD-10``, and VSULD-5. Their main
+metrics come from the SB's probability-flow ODE (Heun, both networks, prior
+N(0, I)), so straightness compares ODE paths with ODE paths; the record adds
+the stage-1 prior checks. ``VP-4`` and ``CLD-4`` (DSM on the same bases,
+independent coupling) separate the effect of the coupling from that of the
+base. ``--nfe 5 10 20 50`` adds, for every row, PMF-RMSE and IQR ratios at
+those network calls per sample with ``--nfe-samplers`` (default the reverse
+SDE, Euler-Maruyama: for ASBM the backward network alone; an ODE sampler
+there runs the SB's PF-ODE at two calls per evaluation).
+
 Usage::
 
     python benchmarks/toys.py --out runs/toys_bench --figures benchmarks/figures/toys \\
         --table runs/toys_bench/table.md          # full grid, ~45 min of one CPU core
     python benchmarks/toys.py --quick --out /tmp/toys_quick   # smoke test, seconds
+    python benchmarks/toys.py --configs ASBM-VP-4 VP-20 ASBM-CLD-4 CLD-10 VSULD-5 --nfe 5 10 20 50 \\
+        --seeds 0 1 2 3 4 --out runs/toys_asbm --table runs/toys_asbm/table.md   # ASBM against its twins
 """
 
 from __future__ import annotations
@@ -40,17 +56,26 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from vsmd_ts.toys import ToyConfig, evaluate, get_dataset, plot_sample_grid, plot_trajectories, pmf_rmse, train  # noqa: E402
+from vsmd_ts.toys.metrics import iqr_ratio  # noqa: E402
+from vsmd_ts.toys.sampling import asbm_sampling_model, generate, steps_for_nfe  # noqa: E402
 
-# name -> (sde, beta, damping ratio)
+# name -> (sde, beta, damping ratio, method)
 CONFIGS = {
-    "CLD-5": ("cld", 5.0, None),
-    "ULD-5": ("uld", 5.0, 0.7),
-    "VSCLD-5": ("vscld", 5.0, None),
-    "VSULD-5": ("vsuld", 5.0, 0.7),
-    "CLD-10": ("cld", 10.0, None),
-    "ULD-10": ("uld", 10.0, 0.7),
-    "VSDM-5": ("vsdm", 5.0, None),
+    "CLD-5": ("cld", 5.0, None, "vsmd"),
+    "ULD-5": ("uld", 5.0, 0.7, "vsmd"),
+    "VSCLD-5": ("vscld", 5.0, None, "vsmd"),
+    "VSULD-5": ("vsuld", 5.0, 0.7, "vsmd"),
+    "CLD-10": ("cld", 10.0, None, "vsmd"),
+    "ULD-10": ("uld", 10.0, 0.7, "vsmd"),
+    "VSDM-5": ("vsdm", 5.0, None, "vsmd"),
+    # ASBM on its non-memoryless bases, their memoryless twins (plain DSM) and DSM on the same bases
+    "ASBM-VP-4": ("vp", 4.0, None, "asbm"),
+    "ASBM-CLD-4": ("cld", 4.0, None, "asbm"),
+    "VP-20": ("vp", 20.0, None, "vsmd"),
+    "VP-4": ("vp", 4.0, None, "vsmd"),
+    "CLD-4": ("cld", 4.0, None, "vsmd"),
 }
+DEFAULT_CONFIGS = ("CLD-5", "ULD-5", "VSCLD-5", "VSULD-5", "CLD-10", "ULD-10", "VSDM-5")
 DATASETS = ("spiral-8y", "checkerboard-6x")
 TRUE_SEED = 2**20  # reference true samples, the same for every run
 
@@ -58,7 +83,7 @@ TRUE_SEED = 2**20  # reference true samples, the same for every run
 def _parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), choices=list(CONFIGS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=1500, help="training steps (same for every configuration)")
     p.add_argument("--batch-size", type=int, default=512)
@@ -69,6 +94,10 @@ def _parser():
     p.add_argument("--num-true", type=int, default=100_000, help="true points of the reference histogram")
     p.add_argument("--sample-steps", type=int, default=50, help="Heun steps for the final metrics")
     p.add_argument("--curve-every", type=int, default=250, help="steps between PMF-RMSE evaluations during training")
+    p.add_argument("--nfe", nargs="*", type=int, default=[], help="network calls per sample of the NFE sweep (none: no sweep)")
+    p.add_argument("--nfe-samplers", nargs="+", default=["euler_maruyama"], help="samplers of the NFE sweep")
+    p.add_argument("--asbm-stage1-steps", type=int, default=ToyConfig.asbm_stage1_steps,
+                   help="step budget of ASBM's stage 1 (stage 2 runs --steps)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/toys_bench")
     p.add_argument("--figures", help="folder for sample-grid PNGs (seed 0)")
@@ -84,23 +113,49 @@ def _record_path(out: Path, dataset: str, name: str, seed: int) -> Path:
     return out / dataset / name / f"seed{seed}.json"
 
 
+def nfe_sweep(args, model, cfg, data_var, dataset: str, seed: int) -> list:
+    """PMF-RMSE and IQR ratios at each of ``args.nfe`` network calls per sample, per sampler of ``args.nfe_samplers``."""
+    true = get_dataset(dataset).sample(args.num_true, torch.Generator().manual_seed(TRUE_SEED))
+    rows = []
+    for sampler in args.nfe_samplers:
+        m = asbm_sampling_model(model, sampler) if cfg.method == "asbm" else model
+        for nfe in args.nfe:
+            try:
+                steps = steps_for_nfe(nfe, sampler, getattr(m, "networks_per_call", 1))
+            except ValueError:
+                continue  # this sampler cannot spend exactly nfe calls
+            out = generate(m, args.num, steps, sampler, cfg.prior, data_var, seed)
+            rows.append({"sampler": sampler, "nfe": out.nfe, "pmf_rmse": pmf_rmse(out.x, true),
+                         "iqr_ratio": iqr_ratio(out.x, true).tolist()})
+    return rows
+
+
 def run_one(args, dataset: str, name: str, seed: int) -> dict:
-    sde, beta, R = CONFIGS[name]
+    sde, beta, R, method = CONFIGS[name]
     cfg = ToyConfig(
-        dataset=dataset, sde=sde, beta=beta, damping_ratio=R, prior=args.prior, hidden=args.hidden,
-        num_blocks=args.num_blocks, steps=args.steps, batch_size=args.batch_size, seed=seed,
+        method=method, dataset=dataset, sde=sde, beta=beta, damping_ratio=R,
+        prior=args.prior if method == "vsmd" else None,  # ASBM samples from its energy prior N(0, I)
+        hidden=args.hidden, num_blocks=args.num_blocks, steps=args.steps, batch_size=args.batch_size, seed=seed,
         eval_every=args.curve_every, eval_num=args.eval_num, eval_steps=args.eval_steps,
         num_trajectories=args.num_trajectories, trajectory_steps=args.trajectory_steps,
-        log_every=50, progress=args.progress,
+        log_every=50, progress=args.progress, **(args.asbm if method == "asbm" else {}),
     )
     cpu0 = time.process_time()
     summary = train(cfg)
-    res = evaluate(summary["ema_model"], dataset, args.num, args.sample_steps, args.prior, summary["data_var"],
+    model = summary["ema_model"]
+    # ASBM: the SB's probability-flow ODE (both networks), the twins': their own
+    pf_model = asbm_sampling_model(model, "heun") if method == "asbm" else model
+    res = evaluate(pf_model, dataset, args.num, args.sample_steps, cfg.prior, summary["data_var"],
                    seed=seed, num_true=args.num_true, true_seed=TRUE_SEED, progress=args.progress)
     samples = res["samples"]
+    extra = {}
+    if method == "asbm":
+        extra = {k: summary[k] for k in ("stage1_steps", "stage1_passed", "prior_checks")}
+    if args.nfe:
+        extra["nfe_sweep"] = nfe_sweep(args, model, cfg, summary["data_var"], dataset, seed)
     record = {
         "dataset": dataset, "config": name, "seed": seed,
-        **{k: v for k, v in res.items() if k not in ("samples", "true")},
+        **{k: v for k, v in res.items() if k not in ("samples", "true")}, **extra,
         "curve": summary["eval_curve"],
         "A_v_end": summary["ema_A_v_end"], "eval_loss_start": summary["eval_loss_start"],
         "eval_loss_end": summary["ema_eval_loss_end"], "train_cpu_seconds": summary["train_cpu_seconds"],
@@ -184,11 +239,50 @@ def tables(args, records) -> str:
                     vals = [c["pmf_rmse"] for r in rs for c in r["curve"] if c["step"] == s]
                     cells.append(_ms(vals, 1e4))
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += _nfe_table(args, records, dataset) + _prior_check_table(args, records, dataset)
         cpu = [r["cpu_seconds"] for rs in records.values() for r in rs if r["dataset"] == dataset]
         if cpu:
             lines += ["", f"CPU seconds per run (train + evaluation, one thread): {_ms(cpu, digits=0)}."]
         lines.append("")
     return "\n".join(lines)
+
+
+def _nfe_table(args, records, dataset: str) -> list:
+    """PMF-RMSE x 1e4 per sampler and NFE (rows that have an NFE sweep)."""
+    cells = {}
+    for name in args.configs:
+        for r in records.get((dataset, name), []):
+            for row in r.get("nfe_sweep", []):
+                cells.setdefault((name, row["sampler"]), {}).setdefault(row["nfe"], []).append(row["pmf_rmse"])
+    if not cells:
+        return []
+    nfes = sorted({n for by_nfe in cells.values() for n in by_nfe})
+    lines = ["", "PMF-RMSE x 1e4 against network calls per sample (NFE); euler_maruyama = reverse SDE "
+             "(ASBM: backward network alone), an ODE sampler on ASBM = the SB's PF-ODE (2 networks per evaluation).", "",
+             "| model | sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---|---|" + "---|" * len(nfes)]
+    for (name, sampler), by_nfe in cells.items():
+        lines.append(f"| {name} | {sampler} | " + " | ".join(_ms(by_nfe.get(n, []), 1e4) for n in nfes) + " |")
+    return lines
+
+
+def _prior_check_table(args, records, dataset: str) -> list:
+    """ASBM's stage 1: steps, passes and the last prior check of the EMA control."""
+    rows = [(name, records[(dataset, name)]) for name in args.configs
+            if records.get((dataset, name)) and "prior_checks" in records[(dataset, name)][0]]
+    if not rows:
+        return []
+    lines = ["", "ASBM stage 1: last prior check of the forward control (endpoints vs N(0, I); ASBM passes when the top "
+             "eigenvalue is not above the prior draws' and the relative errors of mean and variance of the squared norm "
+             "of the endpoints are both below 0.08; mean/cov err: largest absolute error).", "",
+             "| model | stage-1 steps | passed | top eigenvalue | prior's | sq. norm mean rel. err | sq. norm var rel. err |"
+             " mean err | cov err |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, rs in rows:
+        last = [r["prior_checks"][-1] for r in rs if r["prior_checks"]]
+        lines.append(
+            f"| {name} | {_ms([r['stage1_steps'] for r in rs], digits=0)} | {sum(r['stage1_passed'] for r in rs)}/{len(rs)}"
+            + "".join(f" | {_ms([c[k] for c in last])}" for k in ("top_eig", "prior_top_eig", "sq_norm_mean_rel_err",
+                                                                 "sq_norm_var_rel_err", "mean_err", "cov_err")) + " |")
+    return lines
 
 
 def figures(args, folder: Path) -> None:
@@ -217,10 +311,13 @@ def figures(args, folder: Path) -> None:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     args.eval_num, args.eval_steps, args.num_trajectories, args.trajectory_steps = 2000, 25, 512, 100
+    args.asbm = {"asbm_stage1_steps": args.asbm_stage1_steps}
     if args.quick:
         args.steps, args.hidden, args.num_blocks, args.batch_size = 20, 16, 1, 64
         args.num, args.num_true, args.sample_steps, args.curve_every = 300, 2000, 5, 10
         args.eval_num, args.eval_steps, args.num_trajectories, args.trajectory_steps = 200, 5, 16, 5
+        args.asbm = dict(asbm_stage1_steps=8, asbm_cm_steps=2, asbm_am_steps=2, asbm_check_num=200,
+                         asbm_am_sim_steps=4, asbm_cm_sim_steps=4)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -26,9 +26,59 @@ from vsmd_ts.training.sampling import Samples, draw_samples
 from .data import ToyDataset, get_dataset
 from .metrics import iqr_ratio, marginal_pmf_rmse, outside_fraction, pmf_rmse, std_ratio, straightness
 
-__all__ = ["PRIORS", "ToySamples", "evaluate", "generate", "metrics_dict"]
+__all__ = ["PRIORS", "ToySamples", "asbm_sampling_model", "evaluate", "forward_prior_check", "generate", "metrics_dict",
+           "steps_for_nfe"]
 
 PRIORS = ("transition", "data", "stationary", "fixed")
+# score evaluations per step of the samplers that make more than one
+_EVALS_PER_STEP = {"heun": 2, "exp_heun": 2}
+
+
+def steps_for_nfe(nfe: int, sampler: str, networks_per_call: int = 1) -> int:
+    """Sampler steps that spend exactly ``nfe`` network calls per sample.
+
+    ``networks_per_call``: networks one score evaluation calls (2 for the
+    SB's probability-flow ODE of ASBM). ``ValueError`` when ``nfe`` is not a
+    multiple of the calls of one step.
+    """
+    per_step = _EVALS_PER_STEP.get(sampler.lower(), 1) * int(networks_per_call)
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < per_step or nfe % per_step:
+        raise ValueError(f"nfe must be a positive multiple of {per_step} for {sampler} "
+                         f"({per_step} network calls per step), got {nfe!r}")
+    return nfe // per_step
+
+
+def asbm_sampling_model(model, sampler: str):
+    """What samples an ASBM model with ``sampler``: the backward network alone on the reverse SDE
+    (``euler_maruyama``, ``splitting``, ``sde_pc2``), else the SB's probability-flow ODE with
+    both networks (:class:`~vsmd_ts.training.asbm.BridgeFlowScore`, 2 network calls per evaluation)."""
+    from vsmd_ts.diffusion.asbm import REVERSE_SDE_SAMPLERS
+    from vsmd_ts.training.asbm import BridgeFlowScore
+
+    return model if sampler.lower() in REVERSE_SDE_SAMPLERS else BridgeFlowScore(model).eval()
+
+
+@torch.no_grad()
+def forward_prior_check(model, dataset, num: int = 10_000, steps: int = 19, seed: int = 0) -> dict:
+    """ASBM's stage-1 prior check: the controlled forward SDE from ``num`` data points against ``N(0, I)``.
+
+    ``model`` has ``sde`` and ``control`` (stage 1's
+    :class:`~vsmd_ts.training.asbm.ForwardNets` or stage 2's
+    :class:`~vsmd_ts.training.asbm.BridgeScoreModel`); ``steps`` EM steps.
+    Returns :func:`vsmd_ts.diffusion.prior_check`'s errors and verdict, with the
+    endpoints' ``mean`` ``(K * 2,)`` and ``cov`` ``(K * 2, K * 2)`` as lists
+    (state order: ``x`` then ``v`` for momentum bases).
+    """
+    from vsmd_ts.diffusion import ASBM, prior_check
+
+    dataset = get_dataset(dataset) if not isinstance(dataset, ToyDataset) else dataset
+    g = torch.Generator().manual_seed(int(seed))
+    x0 = dataset.sample(int(num), g)
+    _, a1, _ = ASBM(model.sde, model.control, None, am_steps=steps).couplings(x0, generator=g)
+    prior = torch.randn(a1.shape, generator=g)
+    flat = a1.flatten(1).double()
+    return {**prior_check(a1, prior), "mean": [round(float(v), 4) for v in flat.mean(0)],
+            "cov": [[round(float(v), 4) for v in row] for row in torch.cov(flat.T)], "num": int(num), "steps": int(steps)}
 
 
 def _check_prior(kind: str, data_var) -> None:
@@ -99,8 +149,9 @@ def evaluate(
     num_true: int = 100_000,
     true_seed: int = 2**20,
     progress: bool = False,
+    sampler: str = "heun",
 ) -> dict:
-    """Metrics of a model on its dataset, with Heun on the probability-flow ODE.
+    """Metrics of a model on its dataset, with Heun on the probability-flow ODE (or ``sampler``).
 
     Returns a dict with ``pmf_rmse`` (100 x 100 cells), the fraction of
     generated points ``outside`` the true box, per-axis ``marginal_rmse``,
@@ -112,7 +163,7 @@ def evaluate(
     """
     dataset = get_dataset(dataset) if not isinstance(dataset, ToyDataset) else dataset
     true = dataset.sample(num_true, torch.Generator().manual_seed(true_seed))
-    out = generate(model, num, steps, "heun", prior, data_var, seed, record=True, progress=progress)
+    out = generate(model, num, steps, sampler, prior, data_var, seed, record=True, progress=progress)
     return {**metrics_dict(out, true), "samples": out, "true": true}
 
 

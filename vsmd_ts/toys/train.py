@@ -1,4 +1,4 @@
-"""Training of toy models: residual-MLP score network and variational score A.
+"""Training of toy models: residual-MLP score network and variational score A, or ASBM.
 
 The front end supplies a dataset (a fresh seeded batch per step) and a
 network; training runs on the shared Lightning path
@@ -8,6 +8,14 @@ network (A frozen) or a stochastic-approximation step on A (network frozen).
 SDEs without a learned A (CLD, ULD, VP) only do DSM. An EMA of all weights
 (network and A) is what sampling uses. ``OUT/last.ckpt`` is written every
 ``ckpt_every`` steps, at the end and on Ctrl-C; ``resume=True`` continues it.
+
+``method="asbm"`` trains ASBM (:mod:`vsmd_ts.training.asbm`) on a base SDE
+without a learned A: stage 1 (forward control and corrector, by corrector and
+adjoint matching, until the prior check passes or ``asbm_stage1_steps`` end;
+``OUT/stage1/last.ckpt``), then stage 2 (the backward network by bridge
+matching on the frozen coupling, ``steps`` steps; ``OUT/last.ckpt``), each a
+fit of the shared path. The memoryless twin is the default method on a
+memoryless base (``sde="vp", beta=20``: plain DSM with the same network).
 """
 
 from __future__ import annotations
@@ -22,19 +30,26 @@ from typing import Optional, Union
 import torch
 
 from vsmd_ts.diffusion import (
+    ASBM,
     SDE_NAMES,
     ResidualMLP,
     ScoreModel,
     evaluation_loss,
+    is_momentum,
     make_sde,
 )
+from vsmd_ts.diffusion.registry import learns_A
 
 from vsmd_ts.training.config import FitConfig
 
 from .data import get_dataset
-from .sampling import PRIORS, evaluate
+from .sampling import PRIORS, asbm_sampling_model, evaluate
 
-__all__ = ["ToyConfig", "build_model", "load_checkpoint", "model_from_checkpoint", "train"]
+__all__ = ["METHODS", "ToyConfig", "build_asbm_nets", "build_model", "load_checkpoint", "model_from_checkpoint", "train"]
+
+METHODS = ("vsmd", "asbm")
+# defaults that depend on the method: (sde, beta, prior); ASBM: its non-memoryless VP base and energy prior N(0, I)
+_METHOD_DEFAULTS = {"vsmd": ("vsuld", 5.0, "transition"), "asbm": ("vp", 4.0, "fixed")}
 
 @dataclass
 class ToyConfig(FitConfig):
@@ -46,17 +61,25 @@ class ToyConfig(FitConfig):
 
     Parameters
     ----------
+    method
+        ``"vsmd"`` (default: DSM and, for the VS SDEs, the A update) or
+        ``"asbm"`` (the two stages of ASBM on the base SDE ``sde``).
     dataset
         One of :data:`vsmd_ts.toys.DATASETS`.
     sde
-        ``vsuld``, ``vscld``, ``cld``, ``uld``, ``vsdm`` or ``vp``.
+        ``vsuld``, ``vscld``, ``cld``, ``uld``, ``vsdm`` or ``vp``; for ASBM the
+        base, one without a learned A (``vp``, ``cld``, ``uld``). Default
+        ``vsuld``, for ASBM ``vp``.
     beta
-        Speed of the forward SDE (``beta_max`` for ``vp``).
+        Speed of the forward SDE (``beta_max`` for ``vp``). Default 5, for
+        ASBM 4 (VP 0.1 -> 4 is ASBM's non-memoryless base; CLD 4 keeps about
+        as much memory).
     damping_ratio
         R for ``vsuld``/``uld`` (default 0.7, as in the paper's toys).
     prior
         Sampling prior (also the start of the simulated trajectories of the
-        A update): ``transition`` (the paper's, default), ``data`` or ``stationary``.
+        A update): ``transition`` (the paper's, default), ``data``,
+        ``stationary`` or ``fixed`` (``N(0, I)``: ASBM's energy prior and its default).
     hidden, num_blocks
         Width and depth of the residual MLP (the authors use 256 and 6).
     batch_size
@@ -82,10 +105,28 @@ class ToyConfig(FitConfig):
         (0: none), with ``eval_num`` samples and ``eval_steps`` Heun steps.
     threads
         ``torch.set_num_threads`` (0: leave as is).
+    asbm_stage1_steps
+        Step budget of ASBM's stage 1 (CM and AM steps together); it ends
+        earlier at the first passed prior check. Stage 2 runs ``steps`` steps.
+    asbm_cm_steps, asbm_am_steps
+        Optimiser steps of one corrector-matching and one adjoint-matching
+        stage (CM first; ASBM: 5 and 15 epochs, here 1 : 3 as well).
+    asbm_refresh_every
+        Steps between buffer refreshes, each simulating one data batch (ASBM
+        draws each coupling about 5 times before the next refresh replaces it).
+    asbm_buffer_size
+        Replay buffer capacity (ASBM: 20 000).
+    asbm_am_sim_steps, asbm_cm_sim_steps
+        Euler-Maruyama steps of the forward simulations for AM buffers, stage 2
+        and the prior check, and for CM buffers (ASBM: 19 and 99).
+    asbm_lr
+        Constant learning rate of stage 1 (control and corrector, one AdamW).
+    asbm_check_num
+        Data points the prior check simulates (fixed draws; ASBM: up to 51 200).
     """
 
-    # FitConfig fields whose toy defaults differ
-    prior: str = "transition"
+    # FitConfig fields whose toy defaults differ (prior: None = the method's)
+    prior: Optional[str] = None
     A_lr: float = 1e-2
     lr_schedule: str = "cosine"
     lr_warmup: Optional[int] = None
@@ -95,10 +136,11 @@ class ToyConfig(FitConfig):
     data_var: object = None
     ckpt_every: int = 500
     progress: bool = True
-    # toy-only fields
+    # toy-only fields (sde, beta: None = the method's default)
+    method: str = "vsmd"
     dataset: str = "spiral-8y"
-    sde: str = "vsuld"
-    beta: float = 5.0
+    sde: Optional[str] = None
+    beta: Optional[float] = None
     damping_ratio: Optional[float] = None
     hidden: int = 128
     num_blocks: int = 3
@@ -108,18 +150,40 @@ class ToyConfig(FitConfig):
     eval_num: int = 2000
     eval_steps: int = 25
     threads: int = 0
+    asbm_stage1_steps: int = 2000
+    asbm_cm_steps: int = 100
+    asbm_am_steps: int = 300
+    asbm_refresh_every: int = 5
+    asbm_buffer_size: int = 20000
+    asbm_am_sim_steps: int = 19
+    asbm_cm_sim_steps: int = 99
+    asbm_lr: float = 1e-3
+    asbm_check_num: int = 10000
+
+    def __post_init__(self):
+        sde, beta, prior = _METHOD_DEFAULTS.get(self.method, _METHOD_DEFAULTS["vsmd"])
+        self.sde = sde if self.sde is None else self.sde
+        self.beta = beta if self.beta is None else self.beta
+        self.prior = prior if self.prior is None else self.prior
 
     def validate(self) -> "ToyConfig":
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         get_dataset(self.dataset)  # raises on an unknown name
         if self.sde.lower() not in SDE_NAMES:
             raise ValueError(f"unknown sde {self.sde!r}; choose one of {', '.join(SDE_NAMES)}")
         if self.prior not in PRIORS:
             raise ValueError(f"unknown prior {self.prior!r}; choose one of {', '.join(PRIORS)}")
-        for name in ("hidden", "num_blocks", "steps", "batch_size", "num_trajectories", "trajectory_steps", "eval_num", "eval_steps"):
+        if self.method == "asbm" and learns_A(self.sde):
+            raise ValueError(f"ASBM needs a fixed base SDE (vp, cld or uld), got {self.sde!r}, which learns A")
+        asbm_ints = ("asbm_stage1_steps", "asbm_cm_steps", "asbm_am_steps", "asbm_refresh_every", "asbm_buffer_size",
+                     "asbm_am_sim_steps", "asbm_cm_sim_steps", "asbm_check_num")
+        for name in ("hidden", "num_blocks", "steps", "batch_size", "num_trajectories", "trajectory_steps", "eval_num",
+                     "eval_steps") + asbm_ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("lr", "A_lr"):
+        for name in ("lr", "A_lr", "asbm_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.lr_schedule not in ("cosine", "constant"):
@@ -149,6 +213,33 @@ def build_model(cfg: ToyConfig) -> ScoreModel:
     return ScoreModel(sde, net)
 
 
+def build_asbm_nets(cfg: ToyConfig):
+    """ASBM's base SDE and networks for a configuration: ``(sde, control, corrector, score_net)``.
+
+    Momentum bases draw ``v_0`` and condition on it (``initial_velocity="sample"``):
+    ASBM couples full states. All three networks are the toy residual MLP;
+    the control and the score predict the last channel ``(N, 2)``, the
+    corrector all ``K`` channels ``(N, K, 2)``.
+    """
+    extra = {"initial_velocity": "sample"} if is_momentum(cfg.sde) else {}
+    sde = make_sde(cfg.sde, (2,), beta=cfg.beta, damping_ratio=cfg.damping_ratio, **extra)
+    K = sde.num_channels
+
+    def mlp(shape, channels):
+        return ResidualMLP(shape, num_channels=channels, hidden=cfg.hidden, num_blocks=cfg.num_blocks)
+
+    return sde, mlp((2,), K), mlp((K, 2), 1), mlp((2,), K)
+
+
+def _asbm_model(cfg: ToyConfig, stage: int):
+    """The model ASBM trains in ``stage`` 1 (:class:`~vsmd_ts.training.asbm.ForwardNets`) or 2
+    (:class:`~vsmd_ts.training.asbm.BridgeScoreModel`, whose control is frozen)."""
+    from vsmd_ts.training.asbm import BridgeScoreModel, ForwardNets
+
+    sde, control, corrector, score_net = build_asbm_nets(cfg)
+    return ForwardNets(sde, control, corrector) if stage == 1 else BridgeScoreModel(sde, score_net, control)
+
+
 def _A_values(sde) -> list:
     if not sde.learns_A:
         return []
@@ -173,7 +264,10 @@ def model_from_checkpoint(ckpt: Union[dict, str, os.PathLike], ema: bool = True)
     -------
     (model, config, data_var): the :class:`~vsmd_ts.diffusion.ScoreModel` in
     eval mode (EMA weights by default, as used for sampling), the run's
-    :class:`ToyConfig` and the per-axis data variance (list of 2).
+    :class:`ToyConfig` and the per-axis data variance (list of 2). ASBM
+    checkpoints give a :class:`~vsmd_ts.training.asbm.BridgeScoreModel`
+    (stage 2: backward network and frozen control) or, from
+    ``OUT/stage1``, the :class:`~vsmd_ts.training.asbm.ForwardNets` of stage 1.
     """
     from vsmd_ts.training.checkpoint import load_weights, state_dicts
 
@@ -181,7 +275,10 @@ def model_from_checkpoint(ckpt: Union[dict, str, os.PathLike], ema: bool = True)
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
     cfg = ToyConfig.from_dict(ckpt["vsmd"]["toy_config"])
-    model = build_model(cfg)
+    if cfg.method == "asbm":
+        model = _asbm_model(cfg, ckpt["vsmd"].get("asbm_stage", 2))
+    else:
+        model = build_model(cfg)
     ema_state, raw_state = state_dicts(ckpt)
     load_weights(model, ema_state if ema else raw_state, source)
     model.eval()
@@ -192,6 +289,16 @@ def _fit_config(cfg: ToyConfig, data_var: list) -> FitConfig:
     fit_cfg = FitConfig(**{f.name: getattr(cfg, f.name) for f in fields(FitConfig)})
     warmup = cfg.lr_warmup if cfg.lr_warmup is not None else max(1, round(0.02 * cfg.steps))
     return replace(fit_cfg, lr_warmup=warmup if cfg.lr_schedule == "cosine" else 0, data_var=data_var)
+
+
+def _batches(cfg: ToyConfig, dataset):
+    """``batch(step, rank, world) -> (B_rank, 2)``: a fresh seeded data batch per step (a resumed run continues it)."""
+
+    def batch(step: int, rank: int, world: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(((cfg.seed * 2**31 + step) * 64 + rank) % 2**63)
+        return dataset.sample(len(range(rank, cfg.batch_size, world)), g)  # the ranks share the global batch
+
+    return batch
 
 
 def train(cfg: ToyConfig, out: Optional[Union[str, os.PathLike]] = None) -> dict:
@@ -211,6 +318,7 @@ def train(cfg: ToyConfig, out: Optional[Union[str, os.PathLike]] = None) -> dict
     noise, 1024 points), the A values, training seconds (CPU process time and
     wall), the ``history`` rows, with ``eval_every`` the PMF-RMSE curve of the
     EMA model, and the trained models under ``"model"`` and ``"ema_model"``.
+    ASBM runs: see :func:`_train_asbm`.
     """
     from vsmd_ts.training import fit
 
@@ -219,13 +327,13 @@ def train(cfg: ToyConfig, out: Optional[Union[str, os.PathLike]] = None) -> dict
         torch.set_num_threads(int(cfg.threads))
     dataset = get_dataset(cfg.dataset)
     data_var = list(cfg.data_var) if cfg.data_var is not None else dataset.variance().tolist()
+    if cfg.resume and out is not None and (Path(out) / "last.ckpt").is_file():  # another front end's file fails here
+        load_checkpoint(out, advice="train without --resume, or in another --out folder")
     torch.manual_seed(cfg.seed)  # initial weights
+    if cfg.method == "asbm":
+        return _train_asbm(cfg, out, dataset, data_var)
     model = build_model(cfg)
-
-    def batch(step: int, rank: int, world: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(((cfg.seed * 2**31 + step) * 64 + rank) % 2**63)
-        return dataset.sample(len(range(rank, cfg.batch_size, world)), g)  # the ranks share the global batch
-
+    batch = _batches(cfg, dataset)
     eval_curve = []
 
     def eval_ema(step: int, ema_model) -> None:
@@ -233,8 +341,6 @@ def train(cfg: ToyConfig, out: Optional[Union[str, os.PathLike]] = None) -> dict
         eval_curve.append({"step": step, "pmf_rmse": res["pmf_rmse"], "marginal_rmse": res["marginal_rmse"]})
 
     eval_x = dataset.sample(1024, torch.Generator().manual_seed(777))
-    if cfg.resume and out is not None and (Path(out) / "last.ckpt").is_file():  # another front end's file fails here
-        load_checkpoint(out, advice="train without --resume, or in another --out folder")
     summary = {"eval_loss_start": evaluation_loss(model.sde, model.net, eval_x), "A_v_start": _A_values(model.sde)}
     cpu0 = time.process_time()
     res = fit(model, batch, _fit_config(cfg, data_var), out=out, resume=cfg.resume,
@@ -253,4 +359,94 @@ def train(cfg: ToyConfig, out: Optional[Union[str, os.PathLike]] = None) -> dict
     if out is not None:
         (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2))
     summary["model"], summary["ema_model"] = model.eval(), ema_model.eval()
+    return summary
+
+
+def _stage1_finished(folder: Optional[Path], cfg: ToyConfig) -> Optional[dict]:
+    """The stage-1 checkpoint in ``folder`` if stage 1 ended there (prior check passed or budget spent), else ``None``."""
+    if not (cfg.resume and folder is not None and (folder / "last.ckpt").is_file()):
+        return None
+    ckpt = load_checkpoint(folder, advice="train without --resume, or in another --out folder")
+    state = ckpt.get("objective_state", {})
+    return ckpt if state.get("passed") or ckpt["global_step"] >= cfg.asbm_stage1_steps else None
+
+
+def _train_asbm(cfg: ToyConfig, out, dataset, data_var: list) -> dict:
+    """ASBM's two stages, each a fit of the shared path; see the module docstring.
+
+    Stage 1 writes ``OUT/stage1/last.ckpt`` (``asbm_stage`` 1 in its metadata,
+    the buffer and the prior checks in its objective state), stage 2
+    ``OUT/last.ckpt`` (``asbm_stage`` 2; backward network and frozen control).
+    A resume continues stage 1 unless it had ended, then stage 2.
+
+    Returns
+    -------
+    Summary: ``stage1_steps``, ``stage1_passed``, ``prior_checks`` (every
+    check: step, mean/cov errors, top eigenvalues, ``|a_1|^2`` errors,
+    ``passed``), ``steps`` (of stage 2), CPU and wall seconds of both
+    stages, ``history`` rows (``stage`` 1 or 2), ``eval_curve`` (Heun on the
+    SB's probability-flow ODE, ``eval_steps`` steps), and the stage-2 models under ``"model"`` and
+    ``"ema_model"`` (:class:`~vsmd_ts.training.asbm.BridgeScoreModel`,
+    the latter with the EMA backward network).
+    """
+    from vsmd_ts.training import fit
+    from vsmd_ts.training.asbm import BridgeScoreModel, ForwardNets, Stage1Objective, Stage1Schedule, Stage2Objective
+    from vsmd_ts.training.callbacks import PriorCheck
+    from vsmd_ts.training.checkpoint import load_weights, state_dicts
+
+    out = Path(out) if out is not None else None
+    out1 = out / "stage1" if out is not None else None
+    sde, control, corrector, score_net = build_asbm_nets(cfg)
+    forward = ForwardNets(sde, control, corrector)
+    batch = _batches(cfg, dataset)
+    meta = {"toy_config": cfg.to_dict(), "data_var": data_var}
+    fit_cfg = _fit_config(cfg, data_var)
+    cpu0 = time.process_time()
+    summary = {"parameters": sum(p.numel() for p in score_net.parameters()), "data_var": data_var}
+
+    finished = None
+    if cfg.resume and out is not None and (out / "last.ckpt").is_file():
+        # stage 2 under way: its checkpoint holds the frozen control (restored by the fit) and the stage-1 record
+        record = dict(load_checkpoint(out)["vsmd"]["asbm_stage1"])
+    elif (finished := _stage1_finished(out1, cfg)) is not None:
+        load_weights(forward, state_dicts(finished)[0], out1)
+        state = finished.get("objective_state", {})
+        record = {"steps": finished["global_step"], "passed": bool(state.get("passed")), "checks": state.get("checks", [])}
+    else:
+        asbm = ASBM(forward.sde, forward.control, forward.corrector, am_steps=cfg.asbm_am_sim_steps,
+                    cm_steps=cfg.asbm_cm_sim_steps, buffer_size=cfg.asbm_buffer_size)
+        objective = Stage1Objective(asbm, forward, Stage1Schedule(cfg.asbm_cm_steps, cfg.asbm_am_steps,
+                                                                  cfg.asbm_refresh_every))
+        check_x = dataset.sample(cfg.asbm_check_num, torch.Generator().manual_seed(778))
+        cfg1 = replace(fit_cfg, steps=cfg.asbm_stage1_steps, lr=cfg.asbm_lr, lr_schedule="constant", lr_warmup=0)
+        res1 = fit(forward, batch, cfg1, out=out1, resume=cfg.resume, meta={**meta, "asbm_stage": 1},
+                   objective=objective, callbacks=[PriorCheck(objective, check_x, seed=cfg.seed)])
+        forward.load_state_dict(res1.ema_model.state_dict())  # stage 2 simulates with the EMA control
+        record = {"steps": res1.step, "passed": objective.passed, "checks": objective.checks,
+                  "history": [{"stage": 1, **{k: v for k, v in r.items() if v != ""}} for r in res1.history]}
+    history1 = record.pop("history", [])
+    summary.update(stage1_steps=record["steps"], stage1_passed=record["passed"], prior_checks=record["checks"])
+
+    model = BridgeScoreModel(sde, score_net, control)  # the stage-1 control (EMA weights), frozen
+    eval_curve = []
+
+    def eval_ema(step: int, ema_model) -> None:
+        # Heun on the SB's probability-flow ODE (both networks), as the default method's curve uses its PF-ODE
+        res = evaluate(asbm_sampling_model(ema_model, "heun"), dataset, cfg.eval_num, cfg.eval_steps, cfg.prior,
+                       data_var, seed=cfg.seed, num_true=20_000)
+        eval_curve.append({"step": step, "pmf_rmse": res["pmf_rmse"], "marginal_rmse": res["marginal_rmse"]})
+
+    res = fit(model, batch, fit_cfg, out=out, resume=cfg.resume, meta={**meta, "asbm_stage": 2, "asbm_stage1": record},
+              objective=Stage2Objective(model, cfg.asbm_am_sim_steps),
+              every=[(cfg.eval_every, eval_ema)] if cfg.eval_every else [])
+    history2 = [{"stage": 2, **{k: v for k, v in r.items() if v != ""}} for r in res.history]
+    summary.update(
+        steps=res.step, start_step=res.start_step, train_cpu_seconds=round(time.process_time() - cpu0, 1),
+        train_wall_seconds=res.train_seconds, history=history1 + history2, eval_curve=eval_curve,
+        eval_loss_start=None, ema_eval_loss_end=None, eval_loss_end=None, A_v_start=[], A_v_end=[], ema_A_v_end=[],
+        config=cfg.to_dict(), checkpoint=res.checkpoint,
+    )
+    if out is not None:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary["model"], summary["ema_model"] = model.eval(), res.ema_model.eval()
     return summary

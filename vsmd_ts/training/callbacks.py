@@ -14,7 +14,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .checkpoint import LAST
 
-__all__ = ["EMA", "LogRows", "ResumableCSVLogger", "SaveOnStop", "EveryNSteps", "ema_multi_avg_fn", "last_checkpoint"]
+__all__ = ["EMA", "LogRows", "PriorCheck", "ResumableCSVLogger", "SaveOnStop", "EveryNSteps", "ema_multi_avg_fn",
+           "last_checkpoint"]
 
 
 def ema_multi_avg_fn(decay: float, warmup: bool = True):
@@ -141,3 +142,37 @@ class ResumableCSVLogger(CSVLogger):
             writer.writerows(rows)
         os.replace(tmp, exp.metrics_file_path)
         exp.metrics_keys = keys
+
+
+class PriorCheck(Callback):
+    """Prior check of the EMA control after every AM stage and at the end of stage 1; stops at the first pass.
+
+    Binds the EMA networks as :class:`~vsmd_ts.training.asbm.Stage1Objective`'s simulators at the
+    start of training. ``x0`` ``(M, *data_shape)``: fixed data the check
+    simulates from (:meth:`vsmd_ts.diffusion.ASBM.check_prior`, ASBM's rule:
+    top eigenvalue and the mean and variance of ``|a_1|^2`` against ``M``
+    prior draws); ``tol`` its relative tolerance. Each result, with its
+    step, is appended to ``objective.checks``.
+    """
+
+    def __init__(self, objective, x0: torch.Tensor, tol: float = 0.08, seed: int = 0):
+        self.objective, self.x0, self.tol, self.seed = objective, x0, float(tol), int(seed)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        ema = next((cb for cb in trainer.callbacks if isinstance(cb, EMA)), None)
+        self.objective.simulate_with(ema.average_module.model if ema is not None else pl_module.model)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        done = trainer.global_step
+        if not (self.objective.schedule.ends_am(done) or done >= trainer.max_steps):
+            return
+        asbm = self.objective.asbm
+        device = pl_module.device
+        g = torch.Generator(device=device).manual_seed(self.seed)  # the same paths and prior draws at every check
+        shape = (self.x0.shape[0], asbm.sde.num_channels) + tuple(self.x0.shape[1:])
+        prior = torch.randn(shape, generator=g, device=device)
+        result = asbm.check_prior(self.x0.to(device), prior_samples=prior, generator=g, tol=self.tol)
+        self.objective.checks.append({"step": done, **result})
+        if result["passed"]:
+            self.objective.passed = True
+            trainer.should_stop = True

@@ -68,7 +68,10 @@ class DiffusionModule(pl.LightningModule):
     model
         ``ScoreModel(sde, net)``; the SDE holds A.
     objective
-        Alternating loss of Algorithm 1 built on ``model.sde`` and ``model.net``.
+        Alternating loss of Algorithm 1 built on ``model.sde`` and ``model.net``, or
+        any ``objective(step, total_steps, x0) -> (loss, stage)``; its
+        ``LOSS_KEYS`` (default those of Algorithm 1) are the loss columns of
+        the metrics, and its ``state_dict``, if it has one, is checkpointed.
     total_steps
         Length of the run (the alternation schedule and the learning-rate
         schedule are laid out over it).
@@ -117,9 +120,13 @@ class DiffusionModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vsmd"] = {**self.meta, "train_seconds": self._seconds()}
+        if hasattr(self.objective, "state_dict"):  # e.g. ASBM's replay buffer and prior checks
+            checkpoint["objective_state"] = self.objective.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.train_seconds = float(checkpoint.get("vsmd", {}).get("train_seconds", 0.0))
+        if hasattr(self.objective, "load_state_dict") and "objective_state" in checkpoint:
+            self.objective.load_state_dict(checkpoint["objective_state"])
         for sched in checkpoint.get("lr_schedulers", []):
             # keep this run's learning-rate schedule (a resume may extend total_steps)
             sched["lr_lambdas"] = [None] * len(sched.get("lr_lambdas", []))
@@ -155,7 +162,7 @@ class DiffusionModule(pl.LightningModule):
             self._log_row(done)
 
     def _log_row(self, done: int) -> None:
-        row = {k: "" for k in LOSS_KEYS}
+        row = {k: "" for k in getattr(self.objective, "LOSS_KEYS", LOSS_KEYS)}
         row.update({f"loss_{k}": s / n for k, (s, n) in self._window.items()})
         row.update(lr=self.trainer.optimizers[0].param_groups[0]["lr"], **A_summary(self.model.sde),
                    train_seconds=round(self._seconds(), 2))

@@ -95,6 +95,8 @@ def fit(
     meta: Optional[dict] = None,
     eval_x: Optional[torch.Tensor] = None,
     every: Sequence = (),
+    objective: Optional[Callable] = None,
+    callbacks: Sequence = (),
 ) -> FitResult:
     """Train ``model`` on batches from ``batch_fn`` (see the module docstring).
 
@@ -117,15 +119,21 @@ def fit(
         Fixed batch for :meth:`DiffusionModule.eval_loss`.
     every
         ``(n, fn)`` pairs: ``fn(step, ema_model)`` every ``n`` steps on rank 0.
+    objective
+        ``objective(step, total_steps, x0) -> (loss, stage)`` in place of
+        Algorithm 1 (e.g. ASBM's stages, :mod:`vsmd_ts.training.asbm`); one with
+        ``state_dict``/``load_state_dict`` keeps its state in the checkpoints.
+    callbacks
+        Further Lightning callbacks (after the EMA, so they see this step's average).
     """
     _quiet_lightning()
     out = Path(out) if out is not None else None
     module = DiffusionModule(
-        model, _objective(model, cfg), cfg.steps, cfg.lr, cfg.A_lr, cfg.weight_decay, cfg.lr_warmup, cfg.lr_schedule,
+        model, objective if objective is not None else _objective(model, cfg), cfg.steps, cfg.lr, cfg.A_lr, cfg.weight_decay, cfg.lr_warmup, cfg.lr_schedule,
         cfg.grad_clip, cfg.log_every, cfg.seed, eval_x, meta,
     )
     ema = EMA(cfg.ema_decay, cfg.ema_warmup)
-    trainer = _trainer(cfg, out, [ema, LogRows()] + [EveryNSteps(n, fn, ema) for n, fn in every])
+    trainer = _trainer(cfg, out, [ema, LogRows()] + [EveryNSteps(n, fn, ema) for n, fn in every] + list(callbacks))
     ckpt_path = None
     if resume is True and out is not None and last_checkpoint(out).is_file():
         ckpt_path = str(last_checkpoint(out))

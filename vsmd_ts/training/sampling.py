@@ -30,7 +30,8 @@ class Samples:
     ts
         Grid times ``(steps + 1,)`` from ``T`` down to ``eps``.
     nfe
-        Score evaluations per sample, as the sampler reports them.
+        Network calls per sample: the sampler's score evaluations times the
+        model's ``networks_per_call`` (1 unless it says otherwise).
     """
 
     x: torch.Tensor
@@ -48,7 +49,8 @@ def draw_samples(model, num: int, steps: int = 50, sampler: str = "heun", prior:
     Parameters
     ----------
     model
-        ``ScoreModel(sde, net)``.
+        ``ScoreModel(sde, net)``, or a module with ``sde`` and the same call
+        (e.g. :class:`~vsmd_ts.training.asbm.BridgeFlowScore`).
     num, steps
         Number of samples and sampler steps (Heun: ``2 * steps`` evaluations).
     sampler
@@ -88,6 +90,6 @@ def draw_samples(model, num: int, steps: int = 50, sampler: str = "heun", prior:
         xs.append(out.x.float())
         if record:
             trajs.append(torch.stack(path + [out.x.float()]))
-        nfe = out.nfe
+        nfe = out.nfe * getattr(model, "networks_per_call", 1)
     model.train(was_training)
     return Samples(torch.cat(xs), torch.cat(trajs, dim=1) if record else None, ts, nfe)
