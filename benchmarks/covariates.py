@@ -73,7 +73,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE / "peers")]
 sys.path.append(str(HERE.parent))  # the checkout's vsmd_ts when it is not installed
 from common import make_record, truth_frames  # noqa: E402
-from crps_sum import DEFAULT_DATA, _fmt, run_processes  # noqa: E402
+from crps_sum import DEFAULT_DATA, _fmt, report, run_processes  # noqa: E402
 
 DATASETS = ["synthetic", "etth1-ot"]
 MODELS = ["vsmd", "vsmd-nocov", "vsmd-lagcov", "deepar", "deepar-nocov"]
@@ -360,13 +360,7 @@ def main(argv=None) -> int:
                VSMD_BENCH_COMMAND=" ".join(["python", "benchmarks/covariates.py"] + [shlex.quote(a) for a in argv]))
     failed = run_processes([sys.executable, str(Path(__file__).resolve())] + argv, jobs,
                            lambda model, seed: out / "runs" / f"{names[model, seed]}.log", args.jobs, env)
-    records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")) if p.stem in names.values()]
-    if records:
-        print(summarize(out, records))
-    if failed:
-        print("failed runs: " + "; ".join(failed), file=sys.stderr)
-        return 1
-    return 0
+    return report(out, set(names.values()), failed, summarize)
 
 
 if __name__ == "__main__":

@@ -523,7 +523,12 @@ def main(argv=None):
                OMP_NUM_THREADS=str(args.threads))
     base = [sys.executable, str(Path(__file__).resolve())] + [a for a in (argv or sys.argv[1:])]
     failed = run_processes(base, jobs, lambda sde, seed: out / "runs" / f"{run_name(args, sde, seed)}.log", args.jobs, env)
-    names = {run_name(args, sde, seed) for sde, seed in jobs}
+    return report(out, {run_name(args, sde, seed) for sde, seed in jobs}, failed, summarize)
+
+
+def report(out: Path, names, failed: list, summarize) -> int:
+    """Print ``summarize(out, records)`` of the records ``<out>/runs/<name>.json`` of ``names`` and the failed runs;
+    the exit status (1 if any run failed)."""
     records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")) if p.stem in names]
     if records:
         print(summarize(out, records))
