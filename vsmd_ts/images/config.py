@@ -150,6 +150,8 @@ RUNTIME_FIELDS = frozenset(
         "progress",
         "fid_inception",
         "fid_num",
+        "asbm_stage1_steps",  # a budget, like steps: a resume may extend stage 1
+        "asbm_check_batch",
     }
 )
 
