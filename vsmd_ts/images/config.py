@@ -74,7 +74,8 @@ PRESETS = {
 # ASBM's defaults (method="asbm"), before the dataset's preset above fills the rest. The base is
 # ASBM's non-memoryless VP 0.1 -> 4 with the energy prior N(0, I). "num_res_blocks" sizes the
 # backward network, "asbm_forward_res_blocks" the forward control u and corrector h: the same U-Net
-# with fewer residual blocks, as ASBM runs (4 and 2 on CIFAR-10). "digits" is sized for CPU minutes.
+# with fewer residual blocks, as ASBM runs (4 and 2 on CIFAR-10). "digits" runs on one CPU thread, but a
+# stage-2 step simulates fresh couplings (19 control calls), several times the cost of a VSMD step.
 # "cifar10" follows the official CIFAR-10 run (docs asbm.md section 3): U-Net 128 channels, mult
 # 1,2,2,2, attention at 16, dropout 0.1; stage 1 AdamW 1e-4, batch 128, EMA 0.999, CM stages of 5 and
 # AM stages of 15 epochs (CM first), buffer 20 000, EM grids of 20 (AM) and 100 (CM) points, at most
