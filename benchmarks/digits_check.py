@@ -8,6 +8,13 @@ digits get the same numbers from 5-fold held-out predictions and
 leave-one-out distances.
 
     python benchmarks/digits_check.py --checkpoint runs/digits/last.ckpt --num 1000 --seed 1 --out runs/digits/check.json
+
+Samples come from the checkpoint's sampler (VSMD: Heun on the probability-flow
+ODE; ASBM: Euler-Maruyama on the reverse SDE of the backward network). With
+``--nfe`` the same numbers are added for each budget of network calls per
+image (rows of ``nfe_sweep``), e.g. for an ASBM run::
+
+    python benchmarks/digits_check.py --checkpoint runs/digits_asbm/last.ckpt --num 1000 --nfe 5 10 20 50 100
 """
 
 from __future__ import annotations
@@ -44,11 +51,15 @@ def main(argv=None) -> int:
     from sklearn.svm import SVC
 
     from vsmd_ts.images import generate, model_from_checkpoint
+    from vsmd_ts.images.sampling import sampling_method
+    from vsmd_ts.training import steps_for_nfe
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--num", type=int, default=1000)
-    p.add_argument("--steps", type=int, default=100, help="Heun steps")
+    p.add_argument("--steps", type=int, default=100, help="sampler steps (Heun; ASBM: Euler-Maruyama)")
+    p.add_argument("--nfe", type=int, nargs="*", default=[],
+                   help="also score samples drawn with these network calls per image (rows of nfe_sweep)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="JSON file for the results")
@@ -65,11 +76,23 @@ def main(argv=None) -> int:
               "real_cv_accuracy": float((held_out.argmax(1) == labels).mean()),
               "real": scores(clf, real, real, proba=held_out, leave_one_out=True)}
 
-    model, _, data_var = model_from_checkpoint(args.checkpoint)
-    t0 = time.perf_counter()
-    images = generate(model, args.num, steps=args.steps, seed=args.seed, data_var=data_var)
-    result["sample_seconds"] = round(time.perf_counter() - t0, 1)
-    result["generated"] = scores(clf, images.reshape(len(images), -1).numpy().astype(np.float64), real)
+    model, cfg, data_var = model_from_checkpoint(args.checkpoint)
+    sampler, prior = sampling_method(cfg)
+    steps_of = {nfe: steps_for_nfe(nfe, sampler) for nfe in args.nfe}  # a bad budget fails before any sampling
+
+    def draw(steps: int):
+        t0 = time.perf_counter()
+        images = generate(model, args.num, steps=steps, seed=args.seed, data_var=data_var, sampler=sampler, prior=prior)
+        flat = images.reshape(len(images), -1).numpy().astype(np.float64)
+        return round(time.perf_counter() - t0, 1), scores(clf, flat, real)
+
+    result["sample_seconds"], result["generated"] = draw(args.steps)
+    if args.nfe:
+        result["sampler"] = sampler
+        result["nfe_sweep"] = []
+        for nfe, steps in steps_of.items():
+            seconds, row = draw(steps)
+            result["nfe_sweep"].append({"nfe": nfe, "steps": steps, "sample_seconds": seconds, **row})
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import pickle
 import warnings
 
 import numpy as np
@@ -122,26 +121,6 @@ def test_digits_dataset_range_and_upsampling():
     assert d16.data_shape == (1, 16, 16)
     # bilinear upsampling keeps the mean brightness of each digit (up to border effects)
     assert torch.allclose(d16.images.mean((1, 2, 3)), d8.images.mean((1, 2, 3)), atol=0.03)
-
-
-def _write_official_batch(path, images, labels):
-    # the CIFAR-10 "python version" layout: pickled dict with bytes keys, data (N, 3072) uint8
-    d = {b"batch_label": b"fake", b"labels": list(map(int, labels)), b"data": images.reshape(len(images), -1),
-         b"filenames": [b"f.png"] * len(images)}
-    with open(path, "wb") as f:
-        pickle.dump(d, f, protocol=2)
-
-
-@pytest.fixture
-def fake_cifar(tmp_path):
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    images = rng.integers(0, 256, size=(6, 4, 3, 32, 32), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=(6, 4))
-    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
-        _write_official_batch(folder / name, images[i], labels[i])
-    return tmp_path, images, labels
 
 
 def test_cifar10_reads_the_python_batches(fake_cifar):

@@ -39,6 +39,7 @@ adjoint carries ``grad_x`` into ``v`` through ``F^T``.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable, Dict, Optional
 
 import torch
@@ -218,6 +219,23 @@ def bridge_matching_loss(
     return (net(a_t, t, cond) - bridge_noise_target(sde, a0, a_t, t)) ** 2
 
 
+@contextmanager
+def _eval_mode(*nets):
+    """Run ``nets`` (modules or plain callables) in eval mode, then restore their modes.
+
+    Simulated couplings are draws of the frozen SDE: dropout must not perturb them.
+    """
+    modules = [n for n in nets if isinstance(n, nn.Module)]
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
 class ReplayBuffer:
     """FIFO of the most recent ``capacity`` couplings, one tensor per field (``a0``, ``a1``, ``adj1``, ``cond``).
 
@@ -354,7 +372,8 @@ class ASBM:
             noise = torch.randn(a0.shape, generator=generator, device=a0.device, dtype=a0.dtype)
             a1 = apply_block(tr.mean_coef.to(a0.device), a0.double()) + apply_block(tr.chol.to(a0.device), noise.double())
             return a0, a1.to(a0.dtype), 0
-        a1, nfe = simulate_controlled(self.sde, self.control, a0, steps or self.am_steps, cond, generator)
+        with _eval_mode(self.control):
+            a1, nfe = simulate_controlled(self.sde, self.control, a0, steps or self.am_steps, cond, generator)
         return a0, a1, nfe
 
     # --------------------------------------------------------------- stage 1
@@ -376,8 +395,9 @@ class ASBM:
             raise RuntimeError("call start_stage('cm') or start_stage('am') first")
         if self.stage == "am":
             a0, a1, nfe = self.couplings(x0, cond, True, self.am_steps, generator)
-            adj1 = terminal_adjoint(a1, self.energy_grad, self.corrector if self.corrector_trained else None, cond,
-                                    self.max_energy_grad_norm, self.sde.T)
+            with _eval_mode(self.corrector):
+                adj1 = terminal_adjoint(a1, self.energy_grad, self.corrector if self.corrector_trained else None, cond,
+                                        self.max_energy_grad_norm, self.sde.T)
             self.buffer.add(a0=a0, a1=a1, adj1=adj1, cond=cond if torch.is_tensor(cond) else None)
         else:
             a0, a1, nfe = self.couplings(x0, cond, self.control_trained, self.cm_steps, generator)
@@ -407,10 +427,19 @@ class ASBM:
 
     @torch.no_grad()
     def check_prior(self, x0: torch.Tensor, cond=None, steps: Optional[int] = None, prior_samples=None,
-                    generator: Optional[torch.Generator] = None, tol: float = 0.08) -> Dict[str, float]:
-        """:func:`prior_check` of the controlled endpoints simulated from ``x0``."""
-        _, a1, _ = self.couplings(x0, cond, True, steps, generator)
-        return prior_check(a1, prior_samples, tol)
+                    generator: Optional[torch.Generator] = None, tol: float = 0.08,
+                    batch_size: Optional[int] = None) -> Dict[str, float]:
+        """:func:`prior_check` of the controlled endpoints simulated from ``x0`` ``(M, *data_shape)``.
+
+        ``batch_size``: data points simulated at once (default: all ``M``;
+        images need chunks, ASBM checks up to 51 200 of them).
+        """
+        size = x0.shape[0] if batch_size is None else int(batch_size)
+        chunks = []
+        for i in range(0, x0.shape[0], size):
+            c = cond[i : i + size] if torch.is_tensor(cond) else cond
+            chunks.append(self.couplings(x0[i : i + size], c, True, steps, generator)[1])
+        return prior_check(torch.cat(chunks), prior_samples, tol)
 
     # --------------------------------------------------------------- stage 2
     def stage2_step(self, x0: torch.Tensor, optimizer: torch.optim.Optimizer, cond=None,

@@ -7,6 +7,10 @@ predicts the velocity noise from the stacked ``(x, v)`` channels, training by
 Algorithm 1 (denoising score matching alternating with A updates), an EMA of
 the weights and Heun sampling of the probability-flow ODE.
 
+``method="asbm"`` trains ASBM's two stages instead (U-Net forward control
+and corrector, then a backward U-Net by bridge matching; see
+:mod:`vsmd_ts.images.train`), sampled by the reverse SDE of the backward network.
+
 Command line: ``python -m vsmd_ts.images train|sample|fid --help``.
 
 Importing this package loads torch only; Lightning (training, through

@@ -3,7 +3,9 @@
 Samples are drawn by integrating the probability-flow ODE with Heun's method
 on a uniform time grid from ``T`` to ``eps`` (what every number in the paper
 uses; 125 steps, 249 score evaluations, for CIFAR-10), starting from the
-Gaussian prior of the (EMA) forward SDE.
+Gaussian prior of the (EMA) forward SDE. ASBM checkpoints sample the reverse
+SDE of the backward network by Euler-Maruyama from ``N(0, I)``, one network
+call per step (:func:`sampling_method`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,20 @@ import torch
 
 from vsmd_ts.diffusion import ScoreModel
 
-from .config import TrainConfig, build_model
+from .config import TrainConfig, build_asbm_model, build_model
 from .data import to_uint8
 
-__all__ = ["generate", "load_checkpoint", "make_grid", "model_from_checkpoint", "save_grid"]
+__all__ = ["generate", "load_checkpoint", "make_grid", "model_from_checkpoint", "sampling_method", "save_grid"]
+
+
+def sampling_method(cfg: TrainConfig) -> Tuple[str, str]:
+    """``(sampler, prior)`` a run's samples are drawn with.
+
+    VSMD: Heun on the probability-flow ODE from the ``"data"`` prior; ASBM:
+    Euler-Maruyama on the reverse SDE of the backward network alone (one
+    network call per step) from ASBM's energy prior ``N(0, I)`` (``"fixed"``).
+    """
+    return ("euler_maruyama", "fixed") if cfg.method == "asbm" else ("heun", "data")
 
 def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu", advice: Optional[str] = None) -> dict:
     """Read a checkpoint written by :func:`vsmd_ts.images.train` (tensors and plain values only).
@@ -54,7 +66,10 @@ def model_from_checkpoint(
     -------
     (model, config, data_var): the :class:`~vsmd_ts.diffusion.ScoreModel` in
     eval mode, the run's configuration and the per-pixel data variance used
-    by the sampling prior.
+    by the sampling prior. ASBM checkpoints give a
+    :class:`~vsmd_ts.training.asbm.BridgeScoreModel` (backward network and
+    frozen control) or, from ``OUT/stage1``, the
+    :class:`~vsmd_ts.training.asbm.ForwardNets` of stage 1.
     """
     from vsmd_ts.training.checkpoint import load_weights, state_dicts
 
@@ -62,7 +77,7 @@ def model_from_checkpoint(
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
     cfg = TrainConfig.from_dict(ckpt["vsmd"]["image_config"]).resolved()
-    model = build_model(cfg)
+    model = build_asbm_model(cfg, ckpt["vsmd"].get("asbm_stage", 2)) if cfg.method == "asbm" else build_model(cfg)
     ema_state, raw_state = state_dicts(ckpt)
     load_weights(model, ema_state if ema else raw_state, source)
     model.eval()
@@ -81,8 +96,10 @@ def generate(
     data_var: float = 1.0,
     device=None,
     progress: bool = False,
+    sampler: str = "heun",
+    prior: str = "data",
 ) -> torch.Tensor:
-    """Draw ``num`` images with Heun's method on the probability-flow ODE.
+    """Draw ``num`` images with Heun's method on the probability-flow ODE (or ``sampler``).
 
     Parameters
     ----------
@@ -91,7 +108,7 @@ def generate(
     num
         Number of images.
     steps
-        Heun steps (``2 * steps`` score evaluations per image).
+        Sampler steps (Heun: ``2 * steps`` score evaluations per image).
     seed
         Seed of the prior draws (same seed and ``batch_size``, same images).
     batch_size
@@ -101,7 +118,10 @@ def generate(
     device
         Device of the computation (default: the model's).
     progress
-        tqdm bar over the ODE steps.
+        tqdm bar over the steps.
+    sampler, prior
+        A name of :data:`vsmd_ts.diffusion.SAMPLERS` and the prior at ``T``
+        (:func:`sampling_method` gives a run's).
 
     Returns
     -------
@@ -109,7 +129,7 @@ def generate(
     """
     from vsmd_ts.training import draw_samples
 
-    x = draw_samples(model, num, steps, "heun", "data", data_var, seed, batch_size, device=device, progress=progress).x
+    x = draw_samples(model, num, steps, sampler, prior, data_var, seed, batch_size, device=device, progress=progress).x
     if not torch.isfinite(x).all():
         warnings.warn("sampling produced non-finite values; they are set to 0 (check the checkpoint)")
         x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)

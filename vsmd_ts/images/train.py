@@ -10,6 +10,15 @@ holds the U-Net and A, with A on its own learning rate (paper: 3e-4 and
 gradient norm is clipped at 1 (paper) and ``last.ckpt`` (every
 ``ckpt_every`` steps, at the end, after ``max_minutes`` and on Ctrl-C) lets
 a run resume at the step it stopped.
+
+``method="asbm"`` trains ASBM (:func:`vsmd_ts.training.asbm.fit_asbm`) on a
+base SDE without a learned A (default VP 0.1 -> 4, prior ``N(0, I)``):
+stage 1, the forward control and corrector (U-Nets with
+``asbm_forward_res_blocks`` blocks per level) by corrector and adjoint
+matching until the prior check passes or ``asbm_stage1_steps`` end
+(``OUT/stage1/last.ckpt``), then stage 2, the backward U-Net by bridge
+matching on the frozen coupling for ``steps`` steps (``OUT/last.ckpt``);
+samples come from the reverse SDE of the backward network (Euler-Maruyama).
 """
 
 from __future__ import annotations
@@ -22,9 +31,9 @@ import torch
 
 from vsmd_ts.diffusion import A_summary, evaluation_loss
 
-from .config import RUNTIME_FIELDS, TrainConfig, build_model
+from .config import RUNTIME_FIELDS, TrainConfig, build_asbm_nets, build_model
 from .data import ImageDataset, load_dataset
-from .sampling import generate, load_checkpoint, save_grid
+from .sampling import generate, load_checkpoint, sampling_method, save_grid
 
 __all__ = ["train"]
 
@@ -50,6 +59,8 @@ def _resume_path(cfg: TrainConfig) -> Optional[Path]:
         return None
     if cfg.resume is True or cfg.resume in ("true", "True", "auto"):
         path = Path(cfg.out) / "last.ckpt"
+        if not path.is_file() and (Path(cfg.out) / "stage1" / "last.ckpt").is_file():
+            return Path(cfg.out) / "stage1" / "last.ckpt"  # ASBM with stage 1 under way
         if not path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}; start without --resume or pass a path")
         return path
@@ -117,6 +128,10 @@ def train(config: TrainConfig) -> dict:
     data_var = float(pixel_var.mean())
 
     torch.manual_seed(cfg.seed)  # same initial weights on every device
+    if cfg.method == "asbm":
+        if ckpt_path is not None and ckpt_path.parent.resolve() not in (out.resolve(), (out / "stage1").resolve()):
+            raise ValueError(f"ASBM runs resume from their output folder ({out}); pass --resume without a path")
+        return _train_asbm(cfg, data, data_var, resume=ckpt_path is not None)
     model = build_model(cfg)
     if hasattr(model.net, "set_data_stats"):  # Gaussian-residual preconditioning (before the EMA copy)
         model.net.set_data_stats(pixel_mean, pixel_var)
@@ -155,6 +170,57 @@ def train(config: TrainConfig) -> dict:
     return summary
 
 
+def _train_asbm(cfg: TrainConfig, data: ImageDataset, data_var: float, resume: bool) -> dict:
+    """ASBM's two stages on images (see the module docstring); returns the summary.
+
+    Writes ``OUT/stage1/last.ckpt``, ``OUT/last.ckpt``, ``metrics.csv`` of
+    each, ``data.png``, ``samples.png`` (EMA backward network, reverse SDE,
+    ``sample_steps`` Euler-Maruyama steps) and ``summary.json``: stage-1
+    steps, whether the prior check passed, every check, stage-2 steps and
+    seconds, the parameters of each network and the metric rows of both stages.
+    """
+    from vsmd_ts.training.asbm import ForwardNets, Stage1Schedule, fit_asbm
+
+    out = Path(cfg.out)
+    sde, control, corrector, score_net = build_asbm_nets(cfg)
+    sampler, prior = sampling_method(cfg)
+    check_x = data.batch(torch.arange(min(cfg.asbm_check_num, len(data))), augment=False)
+
+    def sample_grid(step: int, ema_model) -> None:
+        device = next(ema_model.parameters()).device
+        save_grid(generate(ema_model, cfg.num_samples, cfg.sample_steps, seed=cfg.seed, device=device, sampler=sampler,
+                           prior=prior), out / "samples" / f"step_{step:07d}.png")
+
+    run = fit_asbm(
+        ForwardNets(sde, control, corrector), score_net, _EpochBatches(data, cfg.batch_size, cfg.seed), _fit_config(cfg),
+        Stage1Schedule(cfg.asbm_cm_steps, cfg.asbm_am_steps, cfg.asbm_refresh_every), cfg.asbm_stage1_steps,
+        cfg.asbm_lr, check_x, am_sim_steps=cfg.asbm_am_sim_steps, cm_sim_steps=cfg.asbm_cm_sim_steps,
+        buffer_size=cfg.asbm_buffer_size, check_batch=cfg.asbm_check_batch, out=out, resume=resume,
+        meta={"image_config": cfg.to_dict(), "data_var": data_var}, front_end="vsmd_ts.images",
+        every=[(cfg.sample_every, sample_grid)] if cfg.sample_every else [],
+    )
+    res = run.result
+    ema_model = res.ema_model.eval()
+    device = next(ema_model.parameters()).device
+    summary = {
+        "method": "asbm", "stage1_steps": run.stage1["steps"], "stage1_passed": run.stage1["passed"],
+        "prior_checks": run.stage1["checks"], "start_step": res.start_step, "step": res.step, "steps": cfg.steps,
+        "stopped_early": res.step < cfg.steps, "train_seconds": res.train_seconds, "device": str(device),
+        "parameters": sum(p.numel() for p in score_net.parameters()),
+        "forward_parameters": sum(p.numel() for p in list(control.parameters()) + list(corrector.parameters())),
+        "history": run.history1 + [{"stage": 2, **{k: v for k, v in r.items() if v != ""}} for r in res.history],
+    }
+    save_grid(check_x[: cfg.num_samples], out / "data.png")
+    save_grid(generate(ema_model, cfg.num_samples, cfg.sample_steps, seed=cfg.seed, device=device, sampler=sampler,
+                       prior=prior, progress=cfg.progress), out / "samples.png")
+    summary["samples"] = str(out / "samples.png")
+    if cfg.fid_num or cfg.fid_inception:
+        summary.update(_fid_after_training(cfg, ema_model, data, data_var, device))
+    summary["config"] = cfg.to_dict()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 def _fid_after_training(cfg: TrainConfig, model, data: ImageDataset, data_var: float, device) -> dict:
     from .fid import FIDUnavailableError, compute_fid, load_inception
 
@@ -164,9 +230,9 @@ def _fid_after_training(cfg: TrainConfig, model, data: ImageDataset, data_var: f
         print(f"FID skipped: {err}")
         return {"fid": None, "fid_skipped": str(err)}
     num = cfg.fid_num or min(len(data), 10_000)
-    fake = generate(
-        model, num, cfg.sample_steps, seed=cfg.seed + 1, data_var=data_var, device=device, progress=cfg.progress
-    )
+    sampler, prior = sampling_method(cfg)
+    fake = generate(model, num, cfg.sample_steps, seed=cfg.seed + 1, data_var=data_var, device=device,
+                    progress=cfg.progress, sampler=sampler, prior=prior)
     fid = compute_fid(data.iter_batches(), fake, inception, device=device, progress=cfg.progress)
     print(f"FID ({num} samples vs {len(data)} training images): {fid:.3f}")
     return {"fid": fid, "fid_num": num, "fid_reference": f"{cfg.dataset} train ({len(data)} images)"}

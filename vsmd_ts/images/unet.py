@@ -23,7 +23,7 @@ from torch import nn
 
 from vsmd_ts.diffusion import SinusoidalEmbedding
 
-__all__ = ["UNet"]
+__all__ = ["StateUNet", "UNet"]
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -261,3 +261,26 @@ class UNet(nn.Module):
     def extra_repr(self) -> str:
         params = sum(p.numel() for p in self.parameters())
         return f"data_shape={self.data_shape}, num_channels={self.num_channels}, params={params / 1e6:.2f}M"
+
+
+class StateUNet(UNet):
+    """U-Net that predicts every channel of the state: ``(N, K, C, H, W) -> (N, K, C, H, W)``.
+
+    ASBM's corrector ``h`` (the adjoint needs its gradient in ``x`` and
+    ``v``). The ``K`` channels enter and leave as ``K * C`` image channels:
+    a :class:`UNet` on data ``(K * C, H, W)`` with one state channel; the
+    other arguments are :class:`UNet`'s.
+    """
+
+    def __init__(self, data_shape: Sequence[int], num_channels: int = 2, **kwargs):
+        C, H, W = (int(s) for s in data_shape)
+        super().__init__((int(num_channels) * C, H, W), num_channels=1, **kwargs)
+        self.state_shape = (int(num_channels), C, H, W)
+
+    def forward(self, a: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Prediction ``(N, K, C, H, W)`` for states ``a`` ``(N, K, C, H, W)`` at times ``t`` ``(N,)``."""
+        if a.dim() != 5 or tuple(a.shape[1:]) != self.state_shape:
+            raise ValueError(f"expected a state of shape (N, {', '.join(map(str, self.state_shape))}), "
+                             f"got {tuple(a.shape)}")
+        n = a.shape[0]
+        return super().forward(a.reshape((n, 1) + self.data_shape), t, cond).reshape((n,) + self.state_shape)

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from vsmd_ts.training.sampling import Samples, draw_samples
+from vsmd_ts.training.sampling import Samples, draw_samples, steps_for_nfe
 
 from .data import ToyDataset, get_dataset
 from .metrics import iqr_ratio, marginal_pmf_rmse, outside_fraction, pmf_rmse, std_ratio, straightness
@@ -30,22 +30,6 @@ __all__ = ["PRIORS", "ToySamples", "asbm_sampling_model", "evaluate", "forward_p
            "steps_for_nfe"]
 
 PRIORS = ("transition", "data", "stationary", "fixed")
-# score evaluations per step of the samplers that make more than one
-_EVALS_PER_STEP = {"heun": 2, "exp_heun": 2}
-
-
-def steps_for_nfe(nfe: int, sampler: str, networks_per_call: int = 1) -> int:
-    """Sampler steps that spend exactly ``nfe`` network calls per sample.
-
-    ``networks_per_call``: networks one score evaluation calls (2 for the
-    SB's probability-flow ODE of ASBM). ``ValueError`` when ``nfe`` is not a
-    multiple of the calls of one step.
-    """
-    per_step = _EVALS_PER_STEP.get(sampler.lower(), 1) * int(networks_per_call)
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < per_step or nfe % per_step:
-        raise ValueError(f"nfe must be a positive multiple of {per_step} for {sampler} "
-                         f"({per_step} network calls per step), got {nfe!r}")
-    return nfe // per_step
 
 
 def asbm_sampling_model(model, sampler: str):

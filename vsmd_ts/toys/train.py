@@ -362,15 +362,6 @@ def train(cfg: ToyConfig, out: Optional[Union[str, os.PathLike]] = None) -> dict
     return summary
 
 
-def _stage1_finished(folder: Optional[Path], cfg: ToyConfig) -> Optional[dict]:
-    """The stage-1 checkpoint in ``folder`` if stage 1 ended there (prior check passed or budget spent), else ``None``."""
-    if not (cfg.resume and folder is not None and (folder / "last.ckpt").is_file()):
-        return None
-    ckpt = load_checkpoint(folder, advice="train without --resume, or in another --out folder")
-    state = ckpt.get("objective_state", {})
-    return ckpt if state.get("passed") or ckpt["global_step"] >= cfg.asbm_stage1_steps else None
-
-
 def _train_asbm(cfg: ToyConfig, out, dataset, data_var: list) -> dict:
     """ASBM's two stages, each a fit of the shared path; see the module docstring.
 
@@ -389,45 +380,11 @@ def _train_asbm(cfg: ToyConfig, out, dataset, data_var: list) -> dict:
     ``"ema_model"`` (:class:`~vsmd_ts.training.asbm.BridgeScoreModel`,
     the latter with the EMA backward network).
     """
-    from vsmd_ts.training import fit
-    from vsmd_ts.training.asbm import BridgeScoreModel, ForwardNets, Stage1Objective, Stage1Schedule, Stage2Objective
-    from vsmd_ts.training.callbacks import PriorCheck
-    from vsmd_ts.training.checkpoint import load_weights, state_dicts
+    from vsmd_ts.training.asbm import ForwardNets, Stage1Schedule, fit_asbm
 
-    out = Path(out) if out is not None else None
-    out1 = out / "stage1" if out is not None else None
     sde, control, corrector, score_net = build_asbm_nets(cfg)
-    forward = ForwardNets(sde, control, corrector)
-    batch = _batches(cfg, dataset)
-    meta = {"toy_config": cfg.to_dict(), "data_var": data_var}
-    fit_cfg = _fit_config(cfg, data_var)
     cpu0 = time.process_time()
     summary = {"parameters": sum(p.numel() for p in score_net.parameters()), "data_var": data_var}
-
-    finished = None
-    if cfg.resume and out is not None and (out / "last.ckpt").is_file():
-        # stage 2 under way: its checkpoint holds the frozen control (restored by the fit) and the stage-1 record
-        record = dict(load_checkpoint(out)["vsmd"]["asbm_stage1"])
-    elif (finished := _stage1_finished(out1, cfg)) is not None:
-        load_weights(forward, state_dicts(finished)[0], out1)
-        state = finished.get("objective_state", {})
-        record = {"steps": finished["global_step"], "passed": bool(state.get("passed")), "checks": state.get("checks", [])}
-    else:
-        asbm = ASBM(forward.sde, forward.control, forward.corrector, am_steps=cfg.asbm_am_sim_steps,
-                    cm_steps=cfg.asbm_cm_sim_steps, buffer_size=cfg.asbm_buffer_size)
-        objective = Stage1Objective(asbm, forward, Stage1Schedule(cfg.asbm_cm_steps, cfg.asbm_am_steps,
-                                                                  cfg.asbm_refresh_every))
-        check_x = dataset.sample(cfg.asbm_check_num, torch.Generator().manual_seed(778))
-        cfg1 = replace(fit_cfg, steps=cfg.asbm_stage1_steps, lr=cfg.asbm_lr, lr_schedule="constant", lr_warmup=0)
-        res1 = fit(forward, batch, cfg1, out=out1, resume=cfg.resume, meta={**meta, "asbm_stage": 1},
-                   objective=objective, callbacks=[PriorCheck(objective, check_x, seed=cfg.seed)])
-        forward.load_state_dict(res1.ema_model.state_dict())  # stage 2 simulates with the EMA control
-        record = {"steps": res1.step, "passed": objective.passed, "checks": objective.checks,
-                  "history": [{"stage": 1, **{k: v for k, v in r.items() if v != ""}} for r in res1.history]}
-    history1 = record.pop("history", [])
-    summary.update(stage1_steps=record["steps"], stage1_passed=record["passed"], prior_checks=record["checks"])
-
-    model = BridgeScoreModel(sde, score_net, control)  # the stage-1 control (EMA weights), frozen
     eval_curve = []
 
     def eval_ema(step: int, ema_model) -> None:
@@ -436,17 +393,24 @@ def _train_asbm(cfg: ToyConfig, out, dataset, data_var: list) -> dict:
                        data_var, seed=cfg.seed, num_true=20_000)
         eval_curve.append({"step": step, "pmf_rmse": res["pmf_rmse"], "marginal_rmse": res["marginal_rmse"]})
 
-    res = fit(model, batch, fit_cfg, out=out, resume=cfg.resume, meta={**meta, "asbm_stage": 2, "asbm_stage1": record},
-              objective=Stage2Objective(model, cfg.asbm_am_sim_steps),
-              every=[(cfg.eval_every, eval_ema)] if cfg.eval_every else [])
+    run = fit_asbm(
+        ForwardNets(sde, control, corrector), score_net, _batches(cfg, dataset), _fit_config(cfg, data_var),
+        Stage1Schedule(cfg.asbm_cm_steps, cfg.asbm_am_steps, cfg.asbm_refresh_every), cfg.asbm_stage1_steps,
+        cfg.asbm_lr, dataset.sample(cfg.asbm_check_num, torch.Generator().manual_seed(778)),
+        am_sim_steps=cfg.asbm_am_sim_steps, cm_sim_steps=cfg.asbm_cm_sim_steps, buffer_size=cfg.asbm_buffer_size,
+        out=out, resume=cfg.resume, meta={"toy_config": cfg.to_dict(), "data_var": data_var},
+        front_end="vsmd_ts.toys", every=[(cfg.eval_every, eval_ema)] if cfg.eval_every else [],
+    )
+    record, res, model = run.stage1, run.result, run.model
+    summary.update(stage1_steps=record["steps"], stage1_passed=record["passed"], prior_checks=record["checks"])
     history2 = [{"stage": 2, **{k: v for k, v in r.items() if v != ""}} for r in res.history]
     summary.update(
         steps=res.step, start_step=res.start_step, train_cpu_seconds=round(time.process_time() - cpu0, 1),
-        train_wall_seconds=res.train_seconds, history=history1 + history2, eval_curve=eval_curve,
+        train_wall_seconds=res.train_seconds, history=run.history1 + history2, eval_curve=eval_curve,
         eval_loss_start=None, ema_eval_loss_end=None, eval_loss_end=None, A_v_start=[], A_v_end=[], ema_A_v_end=[],
         config=cfg.to_dict(), checkpoint=res.checkpoint,
     )
     if out is not None:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2))
     summary["model"], summary["ema_model"] = model.eval(), res.ema_model.eval()
     return summary

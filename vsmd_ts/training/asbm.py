@@ -20,22 +20,26 @@ Sampling: the backward network alone on the reverse SDE (a
 :class:`BridgeScoreModel` is a ``ScoreModel``), or the SB's probability-flow
 ODE with both networks through :class:`BridgeFlowScore`.
 
-The front end supplies the SDE, the networks and a batch function. One
-process only: the prior check's stop decision is not shared between ranks.
-Torch only (no Lightning import), so checkpoints load without Lightning.
+The front end supplies the SDE, the networks and a batch function;
+:func:`fit_asbm` runs both stages (``OUT/stage1``, then ``OUT``) and their
+resume. One process only: the prior check's stop decision is not shared
+between ranks. Torch only at import (Lightning is imported when
+:func:`fit_asbm` runs), so checkpoints load without Lightning.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from vsmd_ts.diffusion import ASBM, ScoreModel, adjoint_matching_loss, bridge_matching_loss, corrector_matching_loss
 
-__all__ = ["BridgeFlowScore", "BridgeScoreModel", "ForwardNets", "Stage1Objective", "Stage1Schedule", "Stage2Objective"]
+__all__ = ["ASBMFit", "BridgeFlowScore", "BridgeScoreModel", "ForwardNets", "Stage1Objective", "Stage1Schedule",
+           "Stage2Objective", "fit_asbm"]
 
 
 class ForwardNets(nn.Module):
@@ -206,3 +210,125 @@ class Stage2Objective:
     def __call__(self, step: int, total_steps: int, x0: torch.Tensor, cond=None, mask=None, generator=None):
         a0, a1, _ = self.asbm.couplings(x0, cond, True, generator=generator)
         return bridge_matching_loss(self.asbm.sde, self.asbm.score_net, a0, a1, cond, generator=generator).mean(), "bridge"
+
+
+@dataclass
+class ASBMFit:
+    """What :func:`fit_asbm` returns.
+
+    Attributes
+    ----------
+    stage1
+        ``{"steps", "passed", "checks"}`` of stage 1 (each check: step,
+        errors, top eigenvalues, ``passed``), also stored in the stage-2 checkpoints.
+    history1
+        Metric rows of stage 1 trained in this call (``stage`` 1; empty when it had ended before).
+    result
+        The stage-2 :class:`~vsmd_ts.training.FitResult`.
+    model
+        The trained :class:`BridgeScoreModel` (raw backward weights, EMA control).
+    """
+
+    stage1: dict
+    history1: List[dict] = field(default_factory=list)
+    result: object = None
+    model: Optional[BridgeScoreModel] = None
+
+
+def _stage1_finished(folder: Optional[Path], resume: bool, budget: int, front_end: Optional[str]) -> Optional[dict]:
+    """The stage-1 checkpoint in ``folder`` if stage 1 ended there (prior check passed or budget spent), else ``None``."""
+    from .checkpoint import load_checkpoint
+
+    if not (resume and folder is not None and (folder / "last.ckpt").is_file()):
+        return None
+    ckpt = load_checkpoint(folder, front_end=front_end, advice="train without resuming, or in another output folder")
+    state = ckpt.get("objective_state", {})
+    return ckpt if state.get("passed") or ckpt["global_step"] >= budget else None
+
+
+def fit_asbm(
+    forward: ForwardNets,
+    score_net: nn.Module,
+    batch_fn: Callable,
+    fit_cfg,
+    schedule: Stage1Schedule,
+    stage1_steps: int,
+    stage1_lr: float,
+    check_x: torch.Tensor,
+    am_sim_steps: int = 19,
+    cm_sim_steps: int = 99,
+    buffer_size: int = 20000,
+    check_batch: Optional[int] = None,
+    out: Optional[Union[str, Path]] = None,
+    resume: bool = False,
+    meta: Optional[dict] = None,
+    front_end: Optional[str] = None,
+    every: Sequence = (),
+) -> ASBMFit:
+    """ASBM's two stages, each a :func:`~vsmd_ts.training.fit` of the shared path.
+
+    Stage 1 trains ``forward`` (control and corrector, one AdamW at the
+    constant ``stage1_lr``) by :class:`Stage1Objective` for at most
+    ``stage1_steps`` steps, ending at the first passed prior check
+    (:class:`~vsmd_ts.training.callbacks.PriorCheck` on ``check_x``
+    ``(M, *data_shape)``); it writes ``OUT/stage1/last.ckpt`` (``asbm_stage``
+    1 in its metadata, the buffer and the checks in its objective state).
+    Stage 2 trains ``score_net`` by :class:`Stage2Objective` on the frozen EMA
+    control for ``fit_cfg.steps`` steps and writes ``OUT/last.ckpt``
+    (``asbm_stage`` 2, the stage-1 record under ``asbm_stage1``). With
+    ``resume`` a run continues stage 1 unless it had ended, then stage 2.
+
+    Parameters
+    ----------
+    forward, score_net
+        Stage-1 networks with the base SDE, and the backward noise predictor
+        ``(N, K, *data_shape) -> (N, *data_shape)``, with their initial weights.
+    batch_fn
+        ``batch_fn(step, rank, world) -> x0`` ``(B, *data_shape)`` of both stages.
+    fit_cfg
+        :class:`~vsmd_ts.training.FitConfig` of stage 2; stage 1 takes it with
+        ``stage1_steps``, ``stage1_lr`` and no learning-rate schedule.
+    schedule
+        :class:`Stage1Schedule` (CM and AM stage lengths, buffer refreshes).
+    am_sim_steps, cm_sim_steps, buffer_size
+        Euler-Maruyama steps of the AM (also stage 2 and the prior check) and
+        CM simulations, replay-buffer capacity (:class:`~vsmd_ts.diffusion.ASBM`).
+    check_batch
+        Data points the prior check simulates at once (default: all).
+    out, meta, front_end
+        Output folder (``None``: write nothing), plain values stored in the
+        checkpoints, and the front end whose checkpoints a resume accepts.
+    every
+        ``(n, fn)`` pairs of stage 2 (:func:`~vsmd_ts.training.fit`).
+    """
+    from .callbacks import PriorCheck
+    from .checkpoint import load_checkpoint, load_weights, state_dicts
+    from .run import fit
+
+    out = Path(out) if out is not None else None
+    out1 = out / "stage1" if out is not None else None
+    meta = dict(meta or {})
+    history1: List[dict] = []
+    if resume and out is not None and (out / "last.ckpt").is_file():
+        # stage 2 under way: its checkpoint holds the frozen control (restored by the fit) and the stage-1 record
+        record = dict(load_checkpoint(out, front_end=front_end)["vsmd"]["asbm_stage1"])
+    elif (finished := _stage1_finished(out1, resume, stage1_steps, front_end)) is not None:
+        load_weights(forward, state_dicts(finished)[0], out1)
+        state = finished.get("objective_state", {})
+        record = {"steps": finished["global_step"], "passed": bool(state.get("passed")), "checks": state.get("checks", [])}
+    else:
+        asbm = ASBM(forward.sde, forward.control, forward.corrector, am_steps=am_sim_steps, cm_steps=cm_sim_steps,
+                    buffer_size=buffer_size)
+        objective = Stage1Objective(asbm, forward, schedule)
+        cfg1 = replace(fit_cfg, steps=stage1_steps, lr=stage1_lr, lr_schedule="constant", lr_warmup=0)
+        check = PriorCheck(objective, check_x, seed=fit_cfg.seed, batch_size=check_batch)
+        res1 = fit(forward, batch_fn, cfg1, out=out1, resume=resume, meta={**meta, "asbm_stage": 1},
+                   objective=objective, callbacks=[check])
+        forward.load_state_dict(res1.ema_model.state_dict())  # stage 2 simulates with the EMA control
+        record = {"steps": res1.step, "passed": objective.passed, "checks": objective.checks}
+        history1 = [{"stage": 1, **{k: v for k, v in r.items() if v != ""}} for r in res1.history]
+
+    model = BridgeScoreModel(forward.sde, score_net, forward.control)  # the stage-1 control (EMA weights), frozen
+    res = fit(model, batch_fn, fit_cfg, out=out, resume=resume, meta={**meta, "asbm_stage": 2, "asbm_stage1": record},
+              objective=Stage2Objective(model, am_sim_steps), every=every)
+    return ASBMFit(stage1=record, history1=history1, result=res, model=model)

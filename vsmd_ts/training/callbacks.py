@@ -152,11 +152,13 @@ class PriorCheck(Callback):
     simulates from (:meth:`vsmd_ts.diffusion.ASBM.check_prior`, ASBM's rule:
     top eigenvalue and the mean and variance of ``|a_1|^2`` against ``M``
     prior draws); ``tol`` its relative tolerance. Each result, with its
-    step, is appended to ``objective.checks``.
+    step, is appended to ``objective.checks``. ``batch_size``: data points
+    simulated at once (default: all).
     """
 
-    def __init__(self, objective, x0: torch.Tensor, tol: float = 0.08, seed: int = 0):
+    def __init__(self, objective, x0: torch.Tensor, tol: float = 0.08, seed: int = 0, batch_size: Optional[int] = None):
         self.objective, self.x0, self.tol, self.seed = objective, x0, float(tol), int(seed)
+        self.batch_size = batch_size
 
     def on_train_start(self, trainer, pl_module) -> None:
         ema = next((cb for cb in trainer.callbacks if isinstance(cb, EMA)), None)
@@ -171,7 +173,8 @@ class PriorCheck(Callback):
         g = torch.Generator(device=device).manual_seed(self.seed)  # the same paths and prior draws at every check
         shape = (self.x0.shape[0], asbm.sde.num_channels) + tuple(self.x0.shape[1:])
         prior = torch.randn(shape, generator=g, device=device)
-        result = asbm.check_prior(self.x0.to(device), prior_samples=prior, generator=g, tol=self.tol)
+        result = asbm.check_prior(self.x0.to(device), prior_samples=prior, generator=g, tol=self.tol,
+                                  batch_size=self.batch_size)
         self.objective.checks.append({"step": done, **result})
         if result["passed"]:
             self.objective.passed = True

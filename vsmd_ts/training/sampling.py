@@ -2,7 +2,8 @@
 
 One helper for the toy and image front ends: prior draws at ``T``, any
 sampler of :data:`vsmd_ts.diffusion.SAMPLERS` on the uniform time grid, in
-batches, optionally recording the data part of every grid state.
+batches, optionally recording the data part of every grid state; and
+:func:`steps_for_nfe`, the steps that spend a given number of network calls.
 """
 
 from __future__ import annotations
@@ -14,7 +15,24 @@ import torch
 
 from vsmd_ts.diffusion import get_sampler, time_grid
 
-__all__ = ["Samples", "draw_samples"]
+__all__ = ["Samples", "draw_samples", "steps_for_nfe"]
+
+# score evaluations per step of the samplers that make more than one
+_EVALS_PER_STEP = {"heun": 2, "exp_heun": 2}
+
+
+def steps_for_nfe(nfe: int, sampler: str, networks_per_call: int = 1) -> int:
+    """Sampler steps that spend exactly ``nfe`` network calls per sample.
+
+    ``networks_per_call``: networks one score evaluation calls (2 for the
+    SB's probability-flow ODE of ASBM). ``ValueError`` when ``nfe`` is not a
+    multiple of the calls of one step.
+    """
+    per_step = _EVALS_PER_STEP.get(sampler.lower(), 1) * int(networks_per_call)
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < per_step or nfe % per_step:
+        raise ValueError(f"nfe must be a positive multiple of {per_step} for {sampler} "
+                         f"({per_step} network calls per step), got {nfe!r}")
+    return nfe // per_step
 
 
 @dataclass
