@@ -158,16 +158,7 @@ def train(config: TrainConfig) -> dict:
     }
     if start_loss is not None:
         summary["eval_loss_start"] = start_loss
-    save_grid(eval_x[: cfg.num_samples], out / "data.png")
-    # the final grid takes minutes on a CPU: show a bar rather than go silent
-    save_grid(generate(ema_model, cfg.num_samples, cfg.sample_steps, seed=cfg.seed, data_var=data_var, device=device,
-                       progress=cfg.progress), out / "samples.png")
-    summary["samples"] = str(out / "samples.png")
-    if cfg.fid_num or cfg.fid_inception:
-        summary.update(_fid_after_training(cfg, ema_model, data, data_var, device))
-    summary["config"] = cfg.to_dict()
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return _finish(cfg, summary, ema_model, data, data_var, device, eval_x, {"data_var": data_var})
 
 
 def _train_asbm(cfg: TrainConfig, data: ImageDataset, data_var: float, resume: bool) -> dict:
@@ -210,9 +201,18 @@ def _train_asbm(cfg: TrainConfig, data: ImageDataset, data_var: float, resume: b
         "forward_parameters": sum(p.numel() for p in list(control.parameters()) + list(corrector.parameters())),
         "history": run.history1 + [{"stage": 2, **{k: v for k, v in r.items() if v != ""}} for r in res.history],
     }
-    save_grid(check_x[: cfg.num_samples], out / "data.png")
-    save_grid(generate(ema_model, cfg.num_samples, cfg.sample_steps, seed=cfg.seed, device=device, sampler=sampler,
-                       prior=prior, progress=cfg.progress), out / "samples.png")
+    return _finish(cfg, summary, ema_model, data, data_var, device, check_x, {"sampler": sampler, "prior": prior})
+
+
+def _finish(cfg: TrainConfig, summary: dict, ema_model, data: ImageDataset, data_var: float, device, shown,
+            sampling: dict) -> dict:
+    """Write ``data.png`` (the first of ``shown``), ``samples.png`` (``generate`` with ``sampling``), the FID when
+    asked for and ``summary.json`` (with the config); returns the summary."""
+    out = Path(cfg.out)
+    save_grid(shown[: cfg.num_samples], out / "data.png")
+    # the final grid takes minutes on a CPU: show a bar rather than go silent
+    save_grid(generate(ema_model, cfg.num_samples, cfg.sample_steps, seed=cfg.seed, device=device,
+                       progress=cfg.progress, **sampling), out / "samples.png")
     summary["samples"] = str(out / "samples.png")
     if cfg.fid_num or cfg.fid_inception:
         summary.update(_fid_after_training(cfg, ema_model, data, data_var, device))
