@@ -219,6 +219,11 @@ def run_vsmd(data, form, seed, quick, train, windows):
                 "precision": out.trainer.precision, "batch_size": estimator.batch_size,
                 "num_batches_per_epoch": estimator.num_batches_per_epoch}
     extra = {"resolved_config": resolved, "epochs_completed": out.trainer.current_epoch}
+    net = out.predictor.prediction_net
+    if net.naive_share > 0:  # diagnosis: the same models without the pooled naive paths (which ignore covariates)
+        net.naive_share = 0.0
+        torch.manual_seed(seed)
+        extra["forecasts_naive_share_0"] = list(out.predictor.predict(windows, num_samples=num_samples))
     return forecasts, times, config, extra, model.nfe_per_step
 
 
@@ -281,6 +286,10 @@ def run_one(args, model: str, seed: int) -> dict:
     extra["covariates"] = {"form": form, "names": data.covariate_names if form else [], "known": data.known,
                            "standardised_over_rows": [0, data.train_end]}
     extra["windows_end"] = [ends[0], ends[-1]]
+    if "forecasts_naive_share_0" in extra:
+        from vsmd_ts.timeseries.metrics import evaluate_forecasts
+
+        extra["metrics_naive_share_0"] = evaluate_forecasts(extra.pop("forecasts_naive_share_0"), tss)
     record = make_record(model, seed, forecasts, tss, config, times, dataset=data.name, split=args.split,
                          nfe_per_step=nfe, extra=extra, quick=args.quick)
     if seed == args.seeds[0]:

@@ -25,6 +25,10 @@ def check_records(out, dataset, models, split="test"):
         assert ev["windows"] == covariates.QUICK["windows"] and ev["num_samples"] == covariates.QUICK["num_samples"]
         assert all(np.isfinite(ev["metrics"][key]) for key in METRICS), ev["metrics"]
         assert (out / "figures" / f"{record['name']}.png").is_file()
+        if model.startswith("vsmd") and record["resolved_config"]["naive_share"] > 0:
+            # the same models without the pooled naive paths, scored on the same windows
+            share0 = record["metrics_naive_share_0"]
+            assert all(np.isfinite(share0[key]) for key in METRICS) and share0["CRPS"] != ev["metrics"]["CRPS"]
 
 
 def test_synthetic_data_is_fixed_and_the_covariate_drives_the_target():
