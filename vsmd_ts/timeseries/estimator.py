@@ -489,10 +489,11 @@ class VSMDEstimator(PyTorchLightningEstimator):
     def resolved_kwargs(self) -> tuple:
         """``(model_kwargs, module_kwargs)`` with the data-dependent defaults filled in.
 
-        ``target="auto"`` takes what :meth:`choose_season` chose on the last
-        training data (``"delta"`` before any training, e.g. for a module built
-        by hand), and so does the season of levels; ``naive_share=None`` becomes 0.25, or 0 for increments of
-        sub-daily data (a walk has no daily cycle).
+        ``target="auto"`` and the season of levels take what
+        :meth:`choose_season` chose on the last training data (``"delta"``
+        and the frequency's :func:`season_length` before any training, e.g.
+        for a module built by hand); ``naive_share=None`` becomes 0.25, or 0
+        for increments of sub-daily data (a walk has no daily cycle).
         """
         model_kwargs, module_kwargs = dict(self.model_kwargs), dict(self.module_kwargs)
         if model_kwargs["target"] == "auto":
