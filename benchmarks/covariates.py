@@ -232,7 +232,7 @@ def run_deepar(data, form, seed, quick, train, windows):
     import lightning
     from gluonts.model.forecast import SampleForecast
 
-    from deepar import CONFIG, make_estimator
+    from deepar import CONFIG, make_estimator, train_seeded
 
     epochs = QUICK["epochs"] if quick else CONFIG["epochs"]
     batches = QUICK["num_batches_per_epoch"] if quick else CONFIG["num_batches_per_epoch"]
@@ -240,10 +240,7 @@ def run_deepar(data, form, seed, quick, train, windows):
     with tempfile.TemporaryDirectory(prefix="deepar-") as workdir:  # its checkpoints, one folder per run
         estimator = make_estimator(data.freq, H, num_samples, epochs, workdir, num_batches_per_epoch=batches,
                                    **num_covariates(data, form))
-        lightning.seed_everything(seed, verbose=False)
-        t0, c0 = time.perf_counter(), time.process_time()
-        predictor = estimator.train(train)
-        times = {"train_time_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - c0}
+        predictor, times = train_seeded(estimator, train, seed)
     lightning.seed_everything(seed, verbose=False)
     t0, c0 = time.perf_counter(), time.process_time()
     forecasts = [SampleForecast(f.samples[..., None], start_date=f.start_date)  # (S, H) -> (S, H, 1)

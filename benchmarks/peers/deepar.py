@@ -62,6 +62,17 @@ def make_estimator(freq: str, prediction_length: int, num_samples: int, epochs: 
     )
 
 
+def train_seeded(estimator, train, seed: int):
+    """``estimator.train(train)`` after seeding everything with ``seed``: ``(predictor, times)``, the training's wall
+    and CPU seconds in ``times``."""
+    import lightning
+
+    lightning.seed_everything(seed, verbose=False)
+    t0, c0 = time.perf_counter(), time.process_time()
+    predictor = estimator.train(train)
+    return predictor, {"train_time_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - c0}
+
+
 def run_seed(data, seed: int, num_samples: int, epochs: int, workdir: str, train=None, windows=None):
     """Train on ``train`` (default ``data.train``) and forecast ``windows`` (default ``data.test``)."""
     import lightning
@@ -73,10 +84,7 @@ def run_seed(data, seed: int, num_samples: int, epochs: int, workdir: str, train
     (train_entry,) = list(data.train if train is None else train)
     train = ListDataset(univariate(train_entry), freq=data.freq)
     estimator = make_estimator(data.freq, H, num_samples, epochs, workdir, num_feat_static_cat=1, cardinality=[D])
-    lightning.seed_everything(seed, verbose=False)
-    t0, c0 = time.perf_counter(), time.process_time()
-    predictor = estimator.train(train)
-    times = {"train_time_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - c0}
+    predictor, times = train_seeded(estimator, train, seed)
 
     lightning.seed_everything(seed, verbose=False)
     t0, c0 = time.perf_counter(), time.process_time()
