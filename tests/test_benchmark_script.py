@@ -15,15 +15,19 @@ TINY = ["max_epochs=1", "num_batches_per_epoch=2", "hidden_size=8", "denoiser_hi
         "batch_size=4"]
 
 
-def test_benchmark_script_smoke(tmp_path):
+def quick_run(tmp_path, *options):
+    """One tiny VSMD run on a fake exchange archive with ``options``: ``(out, record)``."""
     write_fake_archive(tmp_path / "data", T=200)
     out = tmp_path / "out"
     code = crps_sum.main(["--dataset", "exchange_rate_nips", "--data-dir", str(tmp_path / "data"), "--sde", "vsuld",
-                          "--seeds", "0", "--out", str(out), "--quick", "--eval-samplers", "heun:2:1", "splitting:3",
-                          "--save-samples", "--set", *TINY])
+                          "--seeds", "0", "--out", str(out), "--quick", *options, "--save-samples", "--set", *TINY])
     assert code == 0
     (run,) = list((out / "runs").glob("*.json"))
-    record = json.loads(run.read_text())
+    return out, json.loads(run.read_text())
+
+
+def test_benchmark_script_smoke(tmp_path):
+    out, record = quick_run(tmp_path, "--eval-samplers", "heun:2:1", "splitting:3")
     assert record["quick"] and record["seed"] == 0 and record["epochs_completed"] == 1
     # the record holds the configuration the estimator resolved from its and the registry's defaults
     resolved = record["resolved_config"]
@@ -89,14 +93,7 @@ def test_eval_sampler_spec_parses_grid_and_paths():
 
 
 def test_benchmark_script_evaluates_naive_shares_from_one_training(tmp_path):
-    write_fake_archive(tmp_path / "data", T=200)
-    out = tmp_path / "out"
-    code = crps_sum.main(["--dataset", "exchange_rate_nips", "--data-dir", str(tmp_path / "data"), "--sde", "vsuld",
-                          "--seeds", "0", "--out", str(out), "--quick", "--eval-naive-shares", "0", "1",
-                          "--save-samples", "--set", *TINY])
-    assert code == 0
-    (run,) = list((out / "runs").glob("*.json"))
-    record = json.loads(run.read_text())
+    out, record = quick_run(tmp_path, "--eval-naive-shares", "0", "1")
     assert [e["naive_share"] for e in record["evaluations"]] == [0.0, 1.0]
     model, naive = (np.load(out / "samples" / f"{record['name']}_sde_pc2-10_share{s}.npz")["samples"] for s in (0, 1))
     assert model.shape == naive.shape and not np.allclose(model, naive)
