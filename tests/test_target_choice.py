@@ -109,3 +109,18 @@ def test_the_levels_naive_repeats_the_chosen_season(tmp_path):
     est = tiny()
     est.train(data(weekly(D=3)))
     assert (est.data_target, est.data_season) == ("level", 24)
+
+
+def test_seasonal_differences_take_the_chosen_season_and_keep_it_in_the_predictor(tmp_path):
+    from gluonts.model.predictor import Predictor
+
+    est = tiny(target="seasonal", lags_seq=[1, 24, 168], num_parallel_samples=8)
+    train = data(weekly(D=3))
+    predictor = est.train(train)
+    model = predictor.prediction_net.model
+    assert (est.data_season, model.target, model.season_length, model.lag) == (168, "seasonal", 168, 168)
+    predictor.serialize(tmp_path)
+    loaded = Predictor.deserialize(tmp_path)
+    assert (loaded.prediction_net.model.target, loaded.prediction_net.model.lag) == ("seasonal", 168)
+    forecast = next(iter(loaded.predict(train)))
+    assert forecast.samples.shape == (8, 6, 3) and np.isfinite(forecast.samples).all()

@@ -58,10 +58,11 @@ def test_robust_scale_matches_numpy_and_floors_relative_to_magnitude():
     assert torch.allclose(scale, torch.tensor([[[1e-13, 1.0]]]))  # relative floor, then 1 for all-zero series
 
 
-@pytest.mark.parametrize("target, scaling", [("delta", "std"), ("level", "std"), ("delta", "whiten")])
+@pytest.mark.parametrize("target, scaling", [("delta", "std"), ("level", "std"), ("delta", "whiten"),
+                                             ("seasonal", "std")])
 @pytest.mark.parametrize("factor", [1e-12, 1e-4, 1e4, 1e12])
 def test_forecasts_are_equivariant_to_the_data_units(target, scaling, factor):
-    m = model(target=target, scaling=scaling)
+    m = model(target=target, scaling=scaling, season_length=2)
     batch = inputs(m)
     base = sample(m, batch)
     scaled = dict(batch, past_target=batch["past_target"] * factor)
@@ -84,6 +85,40 @@ def test_delta_forecasts_start_from_the_last_observed_value(monkeypatch):
     last = batch["past_target"][0, -4].double()
     # every step continues from the last observation, not from the zero-filled tail or a mean
     assert torch.allclose(out[0], last.expand_as(out[0]), rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("target, season", [("level", 1), ("delta", 1), ("seasonal", 2), ("seasonal", 4),
+                                            ("seasonal", 7)])
+def test_decoding_the_true_differences_gives_back_the_future(target, season):
+    m = model(target=target, season_length=season)
+    P = m._past_length
+    g = torch.Generator().manual_seed(3)
+    y = 50 + torch.randn(2, P + H, D, generator=g, dtype=torch.float64).cumsum(1)
+    values, mask, levels, _ = m._modelled(y, torch.ones_like(y))
+    assert torch.equal(mask[:, : m.lag], torch.zeros_like(mask[:, : m.lag]))  # no level m.lag steps before
+    if m.lag:
+        assert torch.allclose(values[:, m.lag :], y[:, m.lag :] - y[:, : -m.lag])
+    one, zero = torch.ones(2, 1, D, dtype=y.dtype), torch.zeros(2, 1, D, dtype=y.dtype)
+    out = m._decode(values[:, None, P:], zero, one, None, levels[:, :P])
+    assert torch.allclose(out[:, 0], y[:, P:], rtol=0, atol=1e-9)
+
+
+def test_seasonal_forecasts_with_zero_differences_repeat_the_last_season(monkeypatch):
+    def zero_differences(score_fn, sde, a, ts, cond=None):
+        return SamplerOutput(torch.zeros_like(a), 0)
+
+    monkeypatch.setattr(VSMDModel, "sampler", property(lambda self: zero_differences))
+    m = model(target="seasonal", season_length=2)
+    batch = inputs(m, level=1000.0)
+    out = sample(m, batch)
+    last_season = batch["past_target"][0, -2:].double()
+    expected = last_season.repeat(3, 1)[:H]  # H = 5 steps: the season of 2 repeated
+    assert torch.allclose(out[0], expected.expand_as(out[0]), rtol=0, atol=1e-3)
+
+
+def test_a_seasonal_difference_longer_than_the_past_window_is_rejected():
+    with pytest.raises(ValueError, match="season_length=17 below the past window of 16"):
+        model(target="seasonal", season_length=17)
 
 
 def test_non_finite_context_values_are_treated_as_missing():

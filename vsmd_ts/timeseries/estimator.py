@@ -243,7 +243,8 @@ class VSMDEstimator(PyTorchLightningEstimator):
         Width of the residual-MLP denoiser (3 blocks; default 128).
     target
         ``"delta"`` (model increments, forecast = last value + their cumulative sum), ``"level"`` (model the
-        values themselves) or ``"auto"`` (default): ``"level"`` when, on the last 20 horizons of the training
+        values themselves), ``"seasonal"`` (model the differences to the value a season earlier, forecast = the
+        last season repeated + their cumulative sum, season by season) or ``"auto"`` (default): ``"level"`` when, on the last 20 horizons of the training
         data, repeating the last season (a day or a week for sub-daily data, a week for daily data) forecasts
         better than the last value, else ``"delta"``; the better season is the one the seasonal naive of
         ``naive_share`` repeats. See :func:`~vsmd_ts.timeseries.features.choose_season`.
@@ -349,7 +350,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         hidden_size: PositiveWholeNumber = 64,
         dropout_rate: float = 0.1,
         denoiser_hidden: PositiveWholeNumber = 128,
-        target: Literal["auto", "delta", "level"] = "auto",
+        target: Literal["auto", "delta", "level", "seasonal"] = "auto",
         sampler: str = SAMPLER,
         sampler_steps: PositiveWholeNumber = SAMPLER_STEPS,
         num_parallel_samples: PositiveWholeNumber = 100,

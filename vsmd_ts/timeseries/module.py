@@ -21,7 +21,7 @@ from vsmd_ts.diffusion import (
 
 __all__ = ["VSMDModel", "TARGETS", "SCALINGS"]
 
-TARGETS = ("delta", "level")
+TARGETS = ("delta", "level", "seasonal")
 SCALINGS = ("auto", "std", "whiten")
 # relative floor of the scale (x the context's mean |y|): scale-invariant, unlike an absolute epsilon
 _REL_FLOOR = 1e-4
@@ -164,7 +164,10 @@ class VSMDModel(nn.Module):
     target
         What the diffusion models at each step: ``"delta"`` (default), the
         increment ``y_t - y_{t-1}`` (forecasts are the last observed value
-        plus the cumulated sampled increments), or ``"level"``, ``y_t``.
+        plus the cumulated sampled increments), ``"level"``, ``y_t``, or
+        ``"seasonal"``, the seasonal difference ``y_t - y_{t-s}``, ``s =
+        season_length`` (forecasts are the last season repeated plus the
+        cumulated sampled differences, as a seasonal ARIMA differences).
     scaling
         ``"auto"`` (default): ``"whiten"`` for increments of up to 64 series,
         else ``"std"``. Scale over the context of the modelled quantity:
@@ -279,6 +282,9 @@ class VSMDModel(nn.Module):
             raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         if scaling == "whiten" and target != "delta":
             raise ValueError("scaling='whiten' decorrelates increments: it needs target='delta'")
+        if target == "seasonal" and int(season_length) > self._past_length - 1:
+            raise ValueError(f"target='seasonal' needs season_length={season_length} below the past window of "
+                             f"{self._past_length} steps (context_length + the largest lag)")
         if scaling == "auto":
             scaling = "whiten" if target == "delta" and target_dim <= WHITEN_MAX_DIM else "std"
         self.scaling = scaling
@@ -391,19 +397,26 @@ class VSMDModel(nn.Module):
     def _modelled(self, target, observed):
         """The modelled sequence, its mask, the filled levels and the observed mask, ``(B, S, D)`` each.
 
-        Non-finite values count as unobserved. For ``target="delta"`` step
-        ``t`` holds ``y_t - y_{t-1}`` of the forward-filled levels, observed
-        only when both ends are.
+        Non-finite values count as unobserved. For the differenced targets
+        step ``t`` holds ``y_t - y_{t-lag}`` of the forward-filled levels
+        (:attr:`lag`), observed only when both ends are.
         """
         observed = observed * torch.isfinite(target)
         levels = fill_forward(torch.where(observed > 0, target, torch.zeros_like(target)), observed)
-        if self.target == "level":
+        lag = self.lag
+        if lag == 0:
             return levels, observed, levels, observed
         delta = torch.zeros_like(levels)
-        delta[:, 1:] = levels[:, 1:] - levels[:, :-1]
+        delta[:, lag:] = levels[:, lag:] - levels[:, :-lag]
         mask = torch.zeros_like(observed)
-        mask[:, 1:] = observed[:, 1:] * observed[:, :-1]
+        mask[:, lag:] = observed[:, lag:] * observed[:, :-lag]
         return delta, mask, levels, observed
+
+    @property
+    def lag(self) -> int:
+        """Steps between the two ends of the modelled difference: 0 for levels, 1 for increments, the season
+        for seasonal differences."""
+        return {"level": 0, "delta": 1, "seasonal": self.season_length}[self.target]
 
     def _scale(self, values, mask, levels, observed):
         """``loc, scale`` ``(B, 1, D)``, the whitening factor ``(B, D, D)`` (or ``None``) and static
@@ -454,7 +467,7 @@ class VSMDModel(nn.Module):
         start, stop = P - self.context_length, seq.shape[1]
         inputs = self._rnn_inputs(scaled, start, stop, time_feat[:, start:stop], static)
         out, state = self._rnn(inputs)
-        return scaled, mask, out, state, (loc, scale, L), static, levels[:, P - 1]
+        return scaled, mask, out, state, (loc, scale, L), static, levels[:, :P]
 
     def _rnn(self, inputs: torch.Tensor, state=None):
         if RNN_ONEDNN or not inputs.is_cpu:
@@ -503,7 +516,7 @@ class VSMDModel(nn.Module):
         P, H, D = self._past_length, self.prediction_length, self.target_dim
         past_time_feat, future_time_feat = self._with_covariates(past_time_feat, future_time_feat,
                                                                  past_feat_dynamic_real)
-        scaled, _, _, state, (loc, scale, L), static, last = self._encode(
+        scaled, _, _, state, (loc, scale, L), static, past_levels = self._encode(
             past_target, past_observed_values, past_time_feat, feat_static_real=feat_static_real,
             feat_static_cat=feat_static_cat)
         B = past_target.shape[0]
@@ -523,7 +536,7 @@ class VSMDModel(nn.Module):
             a = self.sde.prior_sample(B * S, kind=self.prior, device=past_target.device)
             steps[:, k] = self.sampler(score_fn, self.sde, a, ts, cond=out[:, 0]).x
             seq[:, P + k] = steps[:, k]  # the RNN reads sampled steps as it read its history
-        return self._decode(steps.reshape(B, S, H, D), loc, scale, L, last)
+        return self._decode(steps.reshape(B, S, H, D), loc, scale, L, past_levels)
 
     def naive(self, past_target, past_observed_values, past_time_feat=None, future_time_feat=None,
               num_parallel_samples: Optional[int] = None, **covariates) -> torch.Tensor:
@@ -601,20 +614,28 @@ class VSMDModel(nn.Module):
         values, mask, levels, obs = self._modelled(past_target, past_observed_values)
         loc, scale, L, _ = self._scale(values[:, :P], mask[:, :P], levels[:, :P], obs[:, :P])
         steps = torch.randn(past_target.shape[0], S, H, D, dtype=past_target.dtype, device=past_target.device)
-        return self._decode(steps, loc, scale, L, levels[:, P - 1])
+        return self._decode(steps, loc, scale, L, levels[:, :P])
 
-    def _decode(self, steps, loc, scale, L, last) -> torch.Tensor:
+    def _decode(self, steps, loc, scale, L, past_levels) -> torch.Tensor:
         """Scaled (whitened) steps ``(B, S, H, D)`` back to forecasts in the data's units, ``(B, S, H, D)``.
 
-        ``loc, scale`` ``(B, 1, D)``, ``L`` ``(B, D, D)`` or ``None``, ``last``
-        (the last observed level) ``(B, D)``.
+        ``loc, scale`` ``(B, 1, D)``, ``L`` ``(B, D, D)`` or ``None``,
+        ``past_levels`` (the forward-filled past) ``(B, P, D)``. A difference
+        of lag ``s`` is undone season by season: step ``h`` is the level
+        ``s`` steps before it plus its sampled difference.
         """
         if L is not None:
             steps = steps @ L[:, None].transpose(-1, -2)
         samples = steps * scale[:, None] + loc[:, None]
-        if self.target == "delta":
-            samples = last[:, None, None] + samples.cumsum(dim=2)
-        return samples
+        s = self.lag
+        if s == 0:
+            return samples
+        B, S, H, D = samples.shape
+        seasons = -(-H // s)
+        padded = torch.cat([samples, samples.new_zeros(B, S, seasons * s - H, D)], dim=2)
+        cumulated = padded.reshape(B, S, seasons, s, D).cumsum(dim=2).reshape(B, S, seasons * s, D)
+        last_season = past_levels[:, -s:].repeat(1, seasons, 1)  # (B, seasons * s, D)
+        return (last_season[:, None] + cumulated)[:, :, :H]
 
     @property
     def sampler(self):
