@@ -47,7 +47,7 @@ def test_train_forecast_plot_and_evaluate_a_csv(tmp_path, capsys):
 
     assert Predictor.deserialize(model).prediction_net.model.sde.beta_value == 8.0  # --set routes SDE parameters
     layout = json.loads((model / "csv-layout.json").read_text())
-    assert layout["columns"] == ["load", "temp"] and layout["trained_rows"] == 228 and layout["target"] == "level"
+    assert layout["columns"] == ["load", "temp"] and layout["trained_rows"] == 228 and layout["target"] == "seasonal"
 
     out, fan = tmp_path / "forecast.csv", tmp_path / "fan.png"
     assert main(["forecast", "--model", str(model), "--csv", str(csv), "--out", str(out), "--plot", str(fan),

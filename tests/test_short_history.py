@@ -98,7 +98,7 @@ def test_the_training_sampler_gives_short_series_windows_and_long_ones_full_cont
     assert drawn.min() == MIN_HISTORY and drawn.max() == 15 - H
 
 
-@pytest.mark.parametrize("target", ["delta", "level"])
+@pytest.mark.parametrize("target", ["delta", "level", "seasonal"])
 def test_series_shorter_than_the_window_train_and_forecast_near_their_level(target):
     # 15 steps: more than the context (12) but less than the window (12 + lag 24); with naive_share=1 every path is
     # the naive forecast, a Gaussian random walk (or seasonal naive), so the forecasts show what the scaling does

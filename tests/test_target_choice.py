@@ -82,7 +82,7 @@ def data(target, freq="h"):
                        one_dim_target=False)
 
 
-@pytest.mark.parametrize("make, target", [(cycle, "level"), (walk, "delta")])
+@pytest.mark.parametrize("make, target", [(cycle, "seasonal"), (walk, "delta")])
 def test_auto_target_is_chosen_on_the_training_data_and_kept_by_the_predictor(make, target, tmp_path):
     from gluonts.model.predictor import Predictor
 
@@ -96,19 +96,19 @@ def test_auto_target_is_chosen_on_the_training_data_and_kept_by_the_predictor(ma
     assert tiny(target="delta").train(data(cycle(T=200))).prediction_net.model.target == "delta"
 
 
-def test_the_levels_naive_repeats_the_chosen_season(tmp_path):
+def test_the_naive_repeats_the_chosen_season(tmp_path):
     from gluonts.model.predictor import Predictor
 
     est = tiny(lags_seq=[1, 24, 168])
     predictor = est.train(data(weekly(D=3)))
-    assert (est.data_target, est.data_season) == ("level", 168)
+    assert (est.data_target, est.data_season) == ("seasonal", 168)
     assert predictor.prediction_net.model.season_length == 168
     predictor.serialize(tmp_path)
     assert Predictor.deserialize(tmp_path).prediction_net.model.season_length == 168
     # a season that does not fit in the model's past window (context 12 + lag 24) is not weighed
     est = tiny()
     est.train(data(weekly(D=3)))
-    assert (est.data_target, est.data_season) == ("level", 24)
+    assert (est.data_target, est.data_season) == ("seasonal", 24)
 
 
 def test_seasonal_differences_take_the_chosen_season_and_keep_it_in_the_predictor(tmp_path):

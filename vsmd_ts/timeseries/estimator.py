@@ -242,19 +242,21 @@ class VSMDEstimator(PyTorchLightningEstimator):
     denoiser_hidden
         Width of the residual-MLP denoiser (3 blocks; default 128).
     target
-        ``"delta"`` (model increments, forecast = last value + their cumulative sum), ``"level"`` (model the
-        values themselves), ``"seasonal"`` (model the differences to the value a season earlier, forecast = the
-        last season repeated + their cumulative sum, season by season) or ``"auto"`` (default): ``"level"`` when, on the last 20 horizons of the training
-        data, repeating the last season (a day or a week for sub-daily data, a week for daily data) forecasts
-        better than the last value, else ``"delta"``; the better season is the one the seasonal naive of
-        ``naive_share`` repeats. See :func:`~vsmd_ts.timeseries.features.choose_season`.
-        Increments suit near-random walks (exchange rates), levels data with a cycle (hourly load). Increments
-        of up to 64 series are whitened: scaled per series and decorrelated by their shrunk correlation over
-        the last 20 steps of the context, so the diffusion models what a Gaussian random walk with that
-        covariance leaves unexplained (``O(D^3)`` per window); levels, and increments of more series, are
-        scaled per series over the context (levels also centred). Scales are floored relative to the series'
-        magnitude, so forecasts do not depend on the data's units. Chosen on exchange validation windows
-        (benchmarks/RESULTS.md).
+        ``"delta"`` (model increments, forecast = last value + their cumulative sum), ``"seasonal"`` (model the
+        differences to the value a season earlier, forecast = the last season repeated + their cumulative sum,
+        season by season), ``"level"`` (model the values themselves) or ``"auto"`` (default): ``"seasonal"``
+        when, on the last 20 horizons of the training data, repeating the last season (a day or a week for
+        sub-daily data, a week for daily data) forecasts better than the last value, else ``"delta"``; the
+        better season is the one differenced and the one the seasonal naive of ``naive_share`` repeats. See
+        :func:`~vsmd_ts.timeseries.features.choose_season`. Either way the diffusion learns what a naive forecast
+        leaves: the random walk for near-random walks (exchange rates), the seasonal naive for data with a cycle
+        (hourly load); chosen on ETTh1 and Taylor validation windows against levels (benchmarks/RESULTS.md).
+        Increments of up to 64 series are whitened: scaled per series and decorrelated by their shrunk
+        correlation over the last 20 steps of the context, so the diffusion models what a Gaussian random walk
+        with that covariance leaves unexplained (``O(D^3)`` per window); seasonal differences, levels and
+        increments of more series are scaled per series over the context (levels also centred). Scales are
+        floored relative to the series' magnitude, so forecasts do not depend on the data's units. Chosen on
+        exchange validation windows (benchmarks/RESULTS.md).
     sampler
         ``"sde_pc2"`` (default: the reverse SDE by an exponential predictor-corrector of order 2, accurate at
         20 NFE; chosen on exchange validation windows, benchmarks/results_samplers.md), ``"splitting"`` (the
@@ -284,9 +286,9 @@ class VSMDEstimator(PyTorchLightningEstimator):
     naive_share
         Share of each window's forecast paths drawn from the naive forecast of the modelled quantity instead of
         the diffusion: the Gaussian random walk of the scaled (whitened) increments, or the Gaussian seasonal naive
-        forecast of the levels (:meth:`~vsmd_ts.timeseries.module.VSMDModel.naive`). The forecast is the linear
-        pool of the model and the naive forecast, a hedge against the model's learnt drift (increments) and its
-        too narrow long-horizon spread (levels). Costs no training; sampling gets cheaper by that share. Default
+        forecast (seasonal differences, levels; :meth:`~vsmd_ts.timeseries.module.VSMDModel.naive`). The
+        forecast is the linear pool of the model and the naive forecast, a hedge against the model's learnt
+        drift and its too narrow long-horizon spread. Costs no training; sampling gets cheaper by that share. Default
         (``None``): 0.25, except 0 for increments of sub-daily data, whose daily cycle a walk does not have;
         chosen on validation windows (benchmarks/RESULTS.md). ``0`` gives the diffusion model alone.
     num_feat_dynamic_real
@@ -402,7 +404,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
                                   ensemble_size=ensemble_size, naive_share=naive_share)
         self.batch_size, self.num_batches_per_epoch, self.seed = batch_size, num_batches_per_epoch, seed
         self.data_target: Optional[str] = None  # what target="auto" chose on the last training data
-        self.data_season: Optional[int] = None  # and the season of the levels' naive forecast
+        self.data_season: Optional[int] = None  # and the season it differences (and its naive repeats)
         self.train_sampler = ContextInstanceSampler(
             num_instances=1.0, min_past=self.context_length, min_future=prediction_length)
         self.validation_sampler = ValidationSplitSampler(min_future=prediction_length)
@@ -475,7 +477,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         return splitter + RenameFields({_SPLIT_PAST_COVARIATES: FieldName.PAST_FEAT_DYNAMIC_REAL})
 
     def choose_season(self, data: Dataset) -> int:
-        """The season of the levels' seasonal naive, chosen on ``data`` among the
+        """The season of the seasonal target (and of its seasonal naive), chosen on ``data`` among the
         :func:`~vsmd_ts.timeseries.features.season_candidates` shorter than the model's past window; with
         ``target="auto"`` the last value (1) is weighed too, and 1 means increments (see
         :func:`~vsmd_ts.timeseries.features.choose_season`)."""
@@ -490,7 +492,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
     def resolved_kwargs(self) -> tuple:
         """``(model_kwargs, module_kwargs)`` with the data-dependent defaults filled in.
 
-        ``target="auto"`` and the season of levels take what
+        ``target="auto"`` and the season take what
         :meth:`choose_season` chose on the last training data (``"delta"``
         and the frequency's :func:`season_length` before any training, e.g.
         for a module built by hand); ``naive_share=None`` becomes 0.25, or 0
@@ -622,7 +624,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         if self.model_kwargs["target"] != "delta":
             self.data_season = self.choose_season(training_data)
             if self.model_kwargs["target"] == "auto":
-                self.data_target = "level" if self.data_season > 1 else "delta"
+                self.data_target = "seasonal" if self.data_season > 1 else "delta"
         if self.seed is not None:
             pl.seed_everything(self.seed, workers=True, verbose=False)
         transformation = self.create_transformation()
