@@ -99,8 +99,8 @@ class VSMDLightningModule(pl.LightningModule):
     naive_share
         Share of each window's sample paths drawn from the naive forecast of
         the modelled quantity (:meth:`VSMDModel.naive`: the Gaussian random
-        walk of the scaled, whitened increments, or the Gaussian seasonal naive
-        forecast of the levels) instead of the diffusion, at random path
+        walk of the scaled, whitened increments, or the Gaussian seasonal
+        naive for seasonal differences and levels) instead of the diffusion, at random path
         positions: the predictive distribution is the linear pool
         ``(1 - share) x model + share x naive``. A hedge towards the naive
         forecast where the model is too sure of itself; it costs less

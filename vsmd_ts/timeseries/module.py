@@ -541,7 +541,7 @@ class VSMDModel(nn.Module):
     def naive(self, past_target, past_observed_values, past_time_feat=None, future_time_feat=None,
               num_parallel_samples: Optional[int] = None, **covariates) -> torch.Tensor:
         """Paths of the naive forecast of the modelled quantity, ``(B, num_parallel_samples, prediction_length, D)``:
-        :meth:`random_walk` for increments, :meth:`seasonal_naive` for levels. No network is evaluated (the
+        :meth:`random_walk` for increments, :meth:`seasonal_naive` for seasonal differences and levels. No network is evaluated (the
         time features and covariates are accepted for :meth:`forward`'s signature and ignored)."""
         make = self.random_walk if self.target == "delta" else self.seasonal_naive
         return make(past_target, past_observed_values, num_parallel_samples=num_parallel_samples)
