@@ -1,4 +1,5 @@
-"""target="auto": increments for near-random walks, levels for data whose last season forecasts better."""
+"""target="auto" (increments for near-random walks, seasonal differences for data whose last season forecasts
+better) and the other choices made on the training data: the season, the time features."""
 
 import numpy as np
 import pandas as pd
@@ -6,7 +7,8 @@ import pytest
 from gluonts.dataset.common import ListDataset
 
 from vsmd_ts import VSMDEstimator
-from vsmd_ts.timeseries.features import choose_season, default_lags, season_candidates, season_length
+from vsmd_ts.timeseries.features import (choose_season, covered_time_features, default_lags, season_candidates,
+                                         season_length)
 
 
 @pytest.mark.parametrize("freq, steps", [("h", 24), ("15min", 96), ("30min", 48), ("2h", 12), ("7h", 1), ("D", 7),
@@ -124,3 +126,30 @@ def test_seasonal_differences_take_the_chosen_season_and_keep_it_in_the_predicto
     assert (loaded.prediction_net.model.target, loaded.prediction_net.model.lag) == ("seasonal", 168)
     forecast = next(iter(loaded.predict(train)))
     assert forecast.samples.shape == (8, 6, 3) and np.isfinite(forecast.samples).all()
+
+
+@pytest.mark.parametrize("freq, steps, kept", [
+    ("30min", 2419, ["minute_of_hour", "hour_of_day", "day_of_week"]),  # 50 days: no day of month or year
+    ("h", 8640, ["hour_of_day", "day_of_week", "day_of_month"]),  # 360 days: all but the day of the year
+    ("h", 2 * 8784, ["hour_of_day", "day_of_week", "day_of_month", "day_of_year"]),
+    ("B", 6071, ["day_of_week", "day_of_month", "day_of_year"]),
+    ("h", 47, []),  # less than two days: not even the hour of the day
+])
+def test_time_features_are_kept_only_where_the_data_show_their_cycle_twice(freq, steps, kept):
+    assert [f.__name__ for f in covered_time_features(freq, steps)] == kept
+
+
+def test_the_network_reads_the_time_features_its_training_data_cover(tmp_path):
+    from gluonts.model.predictor import Predictor
+
+    est = tiny()
+    assert len(est.time_features) == 4  # before training: every feature of the frequency
+    predictor = est.train(data(cycle(T=24 * 10)))  # ten days: the hour of the day only
+    assert [f.__name__ for f in est.time_features] == ["hour_of_day"]
+    assert predictor.prediction_net.model.num_time_features == 2  # with the age
+    predictor.serialize(tmp_path)
+    loaded = Predictor.deserialize(tmp_path)
+    assert np.isfinite(next(iter(loaded.predict(data(cycle(T=24 * 10))))).samples).all()
+    # continuing the training on longer data keeps the network's inputs
+    longer = tiny().train_from(loaded, data(cycle(T=24 * 40)))
+    assert longer.prediction_net.model.num_time_features == 2

@@ -50,7 +50,8 @@ from .checks import (
     check_training_data,
 )
 from .distributed import RankSeededLoader
-from .features import (choose_season, default_lags, is_sub_daily, normalize_freq, season_candidates, season_length,
+from .features import (choose_season, covered_time_features, default_lags, is_sub_daily, normalize_freq,
+                       season_candidates, season_length,
                        time_features_for)
 from .lightning_module import (
     LR,
@@ -161,6 +162,17 @@ def _sde_parameters(sde: str, sde_kwargs: Optional[Dict[str, Any]]) -> Dict[str,
     return params
 
 
+def _time_features_of(predictor) -> list:
+    """The time features a trained predictor's transformation computes."""
+    steps = [predictor.input_transform]
+    while steps:
+        step = steps.pop(0)
+        if isinstance(step, AddTimeFeatures):
+            return list(step.date_features)
+        steps.extend(getattr(step, "transformations", []))  # a Chain, nested or not
+    raise ValueError("the predictor to continue from computes no time features: was it made by VSMDEstimator?")
+
+
 class VSMDEstimator(PyTorchLightningEstimator):
     """Variational Schrödinger Momentum Diffusion forecaster (GluonTS estimator).
 
@@ -195,6 +207,13 @@ class VSMDEstimator(PyTorchLightningEstimator):
     context give training windows with every history length from 2 steps
     (see :class:`ContextInstanceSampler`); longer ones give full contexts
     only.
+
+    Time features: GluonTS's for ``freq`` and the age, but only those whose
+    cycle the longest training series shows at least twice (no day of the
+    year in less than two years of data, no day of the month in less than
+    two months; :func:`~vsmd_ts.timeseries.features.covered_time_features`):
+    a feature seen once marks the training period's own trend, which the
+    network would carry into the forecast.
 
     Forecasts carry their entry's ``item_id`` and ``info`` fields (``None``
     where absent), as GluonTS's predictors do.
@@ -391,7 +410,7 @@ class VSMDEstimator(PyTorchLightningEstimator):
         self.target_dim = target_dim
         self.context_length = context_length or 3 * prediction_length
         self.lags_seq = sorted(lags_seq) if lags_seq is not None else default_lags(self.freq)
-        self.time_features = time_features_for(self.freq)
+        self.time_features = time_features_for(self.freq)  # until training keeps those its data cover
         self.model_kwargs = dict(
             target_dim=target_dim, prediction_length=prediction_length, context_length=self.context_length,
             lags_seq=self.lags_seq, num_time_features=len(self.time_features) + 1 + num_feat_dynamic_real,
@@ -496,9 +515,13 @@ class VSMDEstimator(PyTorchLightningEstimator):
         :meth:`choose_season` chose on the last training data (``"delta"``
         and the frequency's :func:`season_length` before any training, e.g.
         for a module built by hand); ``naive_share=None`` becomes 0.25, or 0
-        for increments of sub-daily data (a walk has no daily cycle).
+        for increments of sub-daily data (a walk has no daily cycle); the
+        network reads the time features the last training data cover
+        (:func:`~vsmd_ts.timeseries.features.covered_time_features`).
         """
         model_kwargs, module_kwargs = dict(self.model_kwargs), dict(self.module_kwargs)
+        model_kwargs["num_time_features"] = (len(self.time_features) + 1
+                                             + self.covariates.get("num_feat_dynamic_real", 0))
         if model_kwargs["target"] == "auto":
             model_kwargs["target"] = self.data_target or "delta"
         if self.data_season is not None:
@@ -621,6 +644,11 @@ class VSMDEstimator(PyTorchLightningEstimator):
         check_training_data(training_data, self._check_transform())
         if validation_data is not None:
             check_training_data(validation_data, self._check_transform())
+        if from_predictor is not None:  # the network it continues reads the time features it was trained on
+            self.time_features = _time_features_of(from_predictor)
+        else:
+            longest = max(np.shape(entry[FieldName.TARGET])[-1] for entry in training_data)
+            self.time_features = covered_time_features(self.freq, longest)
         if self.model_kwargs["target"] != "delta":
             self.data_season = self.choose_season(training_data)
             if self.model_kwargs["target"] == "auto":

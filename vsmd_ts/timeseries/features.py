@@ -7,16 +7,23 @@ import warnings
 from typing import Iterable, List
 
 import numpy as np
+import pandas as pd
 
 from pandas.tseries import offsets
 from pandas.tseries.frequencies import to_offset
 
-__all__ = ["choose_season", "default_lags", "is_sub_daily", "normalize_freq", "season_candidates", "season_length",
-           "time_features_for"]
+__all__ = ["choose_season", "covered_time_features", "default_lags", "is_sub_daily", "normalize_freq",
+           "season_candidates", "season_length", "time_features_for"]
 
 # pandas >= 2.2 deprecates these upper-case aliases (FutureWarning); use the new spelling.
 _ALIASES = {"H": "h", "T": "min", "S": "s", "L": "ms", "U": "us", "N": "ns", "BH": "bh"}
 _FREQ = re.compile(r"^(\d*)([A-Za-z]+)(-\w+)?$")
+# the cycle of each GluonTS time feature, in days; a feature not listed is always kept
+_FEATURE_PERIOD_DAYS = {"second_of_minute": 1 / 1440, "minute_of_hour": 1 / 24, "hour_of_day": 1.0, "day_of_week": 7.0,
+                        "day_of_month": 30.44, "day_of_year": 365.25, "week_of_year": 365.25,
+                        "month_of_year": 365.25}
+# a time feature is read only where the training data show its cycle this many times
+MIN_FEATURE_CYCLES = 2
 
 
 def _offset(freq: str):
@@ -63,6 +70,23 @@ def time_features_for(freq: str) -> list:
             f"unsupported frequency {freq!r}: GluonTS has no time features for it "
             "(supported: seconds, minutes, hours, days, business days, weeks, months, quarters, years)"
         ) from None
+
+
+def covered_time_features(freq: str, steps: int, min_cycles: float = MIN_FEATURE_CYCLES) -> list:
+    """The time features of ``freq`` (:func:`time_features_for`) whose cycle ``steps`` steps span at least
+    ``min_cycles`` times.
+
+    A feature whose cycle the training data show once or not at all (the day
+    of the year in less than two years of data, the day of the month in less
+    than two months) marks each training step with a value of its own: the
+    network can learn the training period's trend from it and carry it,
+    unseen, into the forecast. E.g. 50 days of half-hourly data keep the
+    minute of the hour, the hour of the day and the day of the week; 360
+    days of hourly data all but the day of the year.
+    """
+    span_days = (pd.Timestamp("2000-01-03") + int(steps) * _offset(freq) - pd.Timestamp("2000-01-03")) / pd.Timedelta(days=1)
+    return [feature for feature in time_features_for(freq)
+            if span_days >= min_cycles * _FEATURE_PERIOD_DAYS.get(getattr(feature, "__name__", ""), 0.0)]
 
 
 def default_lags(freq: str) -> List[int]:
