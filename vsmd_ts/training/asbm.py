@@ -8,8 +8,10 @@ Lightning fit with the usual EMA, checkpoints, resume and metrics:
 * **stage 1**: :class:`ForwardNets` (base SDE, forward control ``u``,
   corrector ``h``) trained by :class:`Stage1Objective`, corrector matching
   and adjoint matching in alternating stages (CM first) on a replay buffer
-  refreshed with couplings simulated by the **EMA** networks (ASBM's
-  ``--simulate-ema``). :class:`~vsmd_ts.training.callbacks.PriorCheck` runs
+  refreshed with couplings simulated by the **EMA** control (ASBM's
+  ``--simulate-ema``) and terminal adjoints from the **trained** corrector
+  (as ASBM's terminal cost: the EMA copy lags a short CM stage and slows the
+  alternation). :class:`~vsmd_ts.training.callbacks.PriorCheck` runs
   the prior check of the EMA control after every AM stage and ends the fit
   at the first pass;
 * **stage 2**: :class:`BridgeScoreModel` (a :class:`~vsmd_ts.diffusion.ScoreModel`
@@ -137,8 +139,9 @@ class Stage1Objective:
 
     Each step: at a stage's first step the buffer is emptied; every
     ``refresh_every`` steps the step's data batch ``x0`` ``(B, *data_shape)``
-    is pushed through the simulating networks (``asbm``'s, the EMA copies
-    once :meth:`simulate_with` bound them) into the buffer; the loss is the
+    is pushed through the simulating control (``asbm``'s, the EMA copy once
+    :meth:`simulate_with` bound it; the terminal adjoint takes the trained
+    corrector ``nets.corrector``) into the buffer; the loss is the
     stage's (CM on ``nets.corrector``, AM on ``nets.control``) on ``B`` rows
     drawn from the buffer. The first CM stage simulates the base exactly and
     the first AM stage uses the corrector of the CM stage before it
@@ -163,8 +166,8 @@ class Stage1Objective:
         self.passed = False
 
     def simulate_with(self, nets: ForwardNets) -> None:
-        """Simulate couplings (and run the prior check) with ``nets`` (e.g. the EMA copies)."""
-        self.asbm.control, self.asbm.corrector = nets.control, nets.corrector
+        """Simulate couplings (and run the prior check) with the control of ``nets`` (e.g. the EMA copy)."""
+        self.asbm.control = nets.control
 
     def __call__(self, step: int, total_steps: int, x0: torch.Tensor, cond=None, mask=None, generator=None):
         sched, asbm = self.schedule, self.asbm
