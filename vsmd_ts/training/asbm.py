@@ -207,8 +207,9 @@ class Stage2Objective:
 
     LOSS_KEYS = ("loss_bridge",)
 
-    def __init__(self, model: BridgeScoreModel, am_steps: int = 19):
-        self.asbm = ASBM(model.sde, model.control, None, model.net, am_steps=am_steps)
+    def __init__(self, model: BridgeScoreModel, am_steps: int = 19, sim_scheme: str = "euler", sim_grid: str = "uniform"):
+        self.asbm = ASBM(model.sde, model.control, None, model.net, am_steps=am_steps, sim_scheme=sim_scheme,
+                         sim_grid=sim_grid)
 
     def __call__(self, step: int, total_steps: int, x0: torch.Tensor, cond=None, mask=None, generator=None):
         a0, a1, _ = self.asbm.couplings(x0, cond, True, generator=generator)
@@ -261,6 +262,8 @@ def fit_asbm(
     am_sim_steps: int = 19,
     cm_sim_steps: int = 99,
     buffer_size: int = 20000,
+    sim_scheme: str = "euler",
+    sim_grid: str = "uniform",
     check_batch: Optional[int] = None,
     out: Optional[Union[str, Path]] = None,
     resume: bool = False,
@@ -293,9 +296,10 @@ def fit_asbm(
         ``stage1_steps``, ``stage1_lr`` and no learning-rate schedule.
     schedule
         :class:`Stage1Schedule` (CM and AM stage lengths, buffer refreshes).
-    am_sim_steps, cm_sim_steps, buffer_size
-        Euler-Maruyama steps of the AM (also stage 2 and the prior check) and
-        CM simulations, replay-buffer capacity (:class:`~vsmd_ts.diffusion.ASBM`).
+    am_sim_steps, cm_sim_steps, buffer_size, sim_scheme, sim_grid
+        Steps of the AM (also stage 2 and the prior check) and CM simulations,
+        replay-buffer capacity, integrator and time grid of the simulations
+        (:class:`~vsmd_ts.diffusion.ASBM`; ASBM's: Euler-Maruyama, uniform).
     check_batch
         Data points the prior check simulates at once (default: all).
     out, meta, front_end
@@ -321,7 +325,7 @@ def fit_asbm(
         record = {"steps": finished["global_step"], "passed": bool(state.get("passed")), "checks": state.get("checks", [])}
     else:
         asbm = ASBM(forward.sde, forward.control, forward.corrector, am_steps=am_sim_steps, cm_steps=cm_sim_steps,
-                    buffer_size=buffer_size)
+                    buffer_size=buffer_size, sim_scheme=sim_scheme, sim_grid=sim_grid)
         objective = Stage1Objective(asbm, forward, schedule)
         cfg1 = replace(fit_cfg, steps=stage1_steps, lr=stage1_lr, lr_schedule="constant", lr_warmup=0)
         check = PriorCheck(objective, check_x, seed=fit_cfg.seed, batch_size=check_batch)
@@ -333,5 +337,5 @@ def fit_asbm(
 
     model = BridgeScoreModel(forward.sde, score_net, forward.control)  # the stage-1 control (EMA weights), frozen
     res = fit(model, batch_fn, fit_cfg, out=out, resume=resume, meta={**meta, "asbm_stage": 2, "asbm_stage1": record},
-              objective=Stage2Objective(model, am_sim_steps), every=every)
+              objective=Stage2Objective(model, am_sim_steps, sim_scheme, sim_grid), every=every)
     return ASBMFit(stage1=record, history1=history1, result=res, model=model)
