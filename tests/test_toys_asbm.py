@@ -57,7 +57,8 @@ def test_stage1_stops_at_the_first_passed_prior_check():
     res = fit(nets, lambda step, rank, world: torch.randn(64, 2), FitConfig(steps=20, lr=1e-5, log_every=0),
               objective=objective, callbacks=[check])
     assert res.step == 4 and objective.passed and [c["step"] for c in objective.checks] == [4]
-    assert objective.asbm.control is not nets.control  # the EMA copies simulate
+    assert objective.asbm.control is not nets.control  # the EMA control simulates
+    assert objective.asbm.corrector is nets.corrector  # the terminal adjoint takes the trained corrector, as ASBM's
     assert set(objective.state_dict()) == {"stage", "buffer", "checks", "passed"}
 
 

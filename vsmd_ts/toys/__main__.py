@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from vsmd_ts.diffusion import SAMPLERS, SDE_NAMES
-from vsmd_ts.diffusion.asbm import REVERSE_SDE_SAMPLERS
+from vsmd_ts.diffusion.asbm import REVERSE_SDE_SAMPLERS, SIM_GRIDS, SIM_SCHEMES
 
 from .data import DATASETS, get_dataset
 from .plots import plot_samples, plot_trajectories
@@ -91,8 +91,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="steps between buffer refreshes (one data batch simulated each)")
     a.add_argument("--asbm-buffer-size", type=int, default=_DEFAULTS.asbm_buffer_size)
     a.add_argument("--asbm-am-sim-steps", type=int, default=_DEFAULTS.asbm_am_sim_steps,
-                   help="EM steps of the forward simulation (AM buffers, stage 2, prior check)")
-    a.add_argument("--asbm-cm-sim-steps", type=int, default=_DEFAULTS.asbm_cm_sim_steps, help="EM steps for CM buffers")
+                   help="steps of the forward simulation (AM buffers, stage 2, prior check)")
+    a.add_argument("--asbm-cm-sim-steps", type=int, default=_DEFAULTS.asbm_cm_sim_steps, help="steps for CM buffers")
+    a.add_argument("--asbm-sim-scheme", choices=SIM_SCHEMES, default=_DEFAULTS.asbm_sim_scheme,
+                   help="integrator of the forward simulations (ASBM's: euler)")
+    a.add_argument("--asbm-sim-grid", choices=SIM_GRIDS, default=_DEFAULTS.asbm_sim_grid,
+                   help="their time grid (ASBM's: uniform; quadratic: finer near T)")
     a.add_argument("--asbm-lr", type=float, default=_DEFAULTS.asbm_lr, help="constant learning rate of stage 1")
     a.add_argument("--asbm-check-num", type=int, default=_DEFAULTS.asbm_check_num, help="data points of the prior check")
     t.add_argument("--no-progress", dest="progress", action="store_false")
@@ -145,7 +149,8 @@ def _sample(args) -> dict:
     if cfg.method == "asbm":
         # stage 1's check of the (EMA) forward control: where the coupling ends against N(0, I)
         report["prior_check"] = forward_prior_check(model, cfg.dataset, min(args.num, cfg.asbm_check_num),
-                                                    cfg.asbm_am_sim_steps, args.seed)
+                                                    cfg.asbm_am_sim_steps, args.seed, cfg.asbm_sim_scheme,
+                                                    cfg.asbm_sim_grid)
         if ckpt["vsmd"].get("asbm_stage") == 1:
             report["stage"] = 1
             return report  # no backward network yet

@@ -43,12 +43,15 @@ def asbm_sampling_model(model, sampler: str):
 
 
 @torch.no_grad()
-def forward_prior_check(model, dataset, num: int = 10_000, steps: int = 19, seed: int = 0) -> dict:
+def forward_prior_check(model, dataset, num: int = 10_000, steps: int = 19, seed: int = 0, scheme: str = "euler",
+                        grid: str = "uniform") -> dict:
     """ASBM's stage-1 prior check: the controlled forward SDE from ``num`` data points against ``N(0, I)``.
 
     ``model`` has ``sde`` and ``control`` (stage 1's
     :class:`~vsmd_ts.training.asbm.ForwardNets` or stage 2's
-    :class:`~vsmd_ts.training.asbm.BridgeScoreModel`); ``steps`` EM steps.
+    :class:`~vsmd_ts.training.asbm.BridgeScoreModel`); ``steps`` steps of
+    the integrator ``scheme`` on ``grid`` (:func:`vsmd_ts.diffusion.asbm.simulate_controlled`;
+    pass the run's ``asbm_sim_scheme`` and ``asbm_sim_grid``).
     Returns :func:`vsmd_ts.diffusion.prior_check`'s errors and verdict, with the
     endpoints' ``mean`` ``(K * 2,)`` and ``cov`` ``(K * 2, K * 2)`` as lists
     (state order: ``x`` then ``v`` for momentum bases).
@@ -58,11 +61,13 @@ def forward_prior_check(model, dataset, num: int = 10_000, steps: int = 19, seed
     dataset = get_dataset(dataset) if not isinstance(dataset, ToyDataset) else dataset
     g = torch.Generator().manual_seed(int(seed))
     x0 = dataset.sample(int(num), g)
-    _, a1, _ = ASBM(model.sde, model.control, None, am_steps=steps).couplings(x0, generator=g)
+    _, a1, _ = ASBM(model.sde, model.control, None, am_steps=steps, sim_scheme=scheme, sim_grid=grid).couplings(
+        x0, generator=g)
     prior = torch.randn(a1.shape, generator=g)
     flat = a1.flatten(1).double()
     return {**prior_check(a1, prior), "mean": [round(float(v), 4) for v in flat.mean(0)],
-            "cov": [[round(float(v), 4) for v in row] for row in torch.cov(flat.T)], "num": int(num), "steps": int(steps)}
+            "cov": [[round(float(v), 4) for v in row] for row in torch.cov(flat.T)], "num": int(num), "steps": int(steps),
+            "scheme": scheme, "grid": grid}
 
 
 def _check_prior(kind: str, data_var) -> None:

@@ -8,8 +8,10 @@ Lightning fit with the usual EMA, checkpoints, resume and metrics:
 * **stage 1**: :class:`ForwardNets` (base SDE, forward control ``u``,
   corrector ``h``) trained by :class:`Stage1Objective`, corrector matching
   and adjoint matching in alternating stages (CM first) on a replay buffer
-  refreshed with couplings simulated by the **EMA** networks (ASBM's
-  ``--simulate-ema``). :class:`~vsmd_ts.training.callbacks.PriorCheck` runs
+  refreshed with couplings simulated by the **EMA** control (ASBM's
+  ``--simulate-ema``) and terminal adjoints from the **trained** corrector
+  (as ASBM's terminal cost: the EMA copy lags a short CM stage and slows the
+  alternation). :class:`~vsmd_ts.training.callbacks.PriorCheck` runs
   the prior check of the EMA control after every AM stage and ends the fit
   at the first pass;
 * **stage 2**: :class:`BridgeScoreModel` (a :class:`~vsmd_ts.diffusion.ScoreModel`
@@ -137,8 +139,9 @@ class Stage1Objective:
 
     Each step: at a stage's first step the buffer is emptied; every
     ``refresh_every`` steps the step's data batch ``x0`` ``(B, *data_shape)``
-    is pushed through the simulating networks (``asbm``'s, the EMA copies
-    once :meth:`simulate_with` bound them) into the buffer; the loss is the
+    is pushed through the simulating control (``asbm``'s, the EMA copy once
+    :meth:`simulate_with` bound it; the terminal adjoint takes the trained
+    corrector ``nets.corrector``) into the buffer; the loss is the
     stage's (CM on ``nets.corrector``, AM on ``nets.control``) on ``B`` rows
     drawn from the buffer. The first CM stage simulates the base exactly and
     the first AM stage uses the corrector of the CM stage before it
@@ -163,8 +166,8 @@ class Stage1Objective:
         self.passed = False
 
     def simulate_with(self, nets: ForwardNets) -> None:
-        """Simulate couplings (and run the prior check) with ``nets`` (e.g. the EMA copies)."""
-        self.asbm.control, self.asbm.corrector = nets.control, nets.corrector
+        """Simulate couplings (and run the prior check) with the control of ``nets`` (e.g. the EMA copy)."""
+        self.asbm.control = nets.control
 
     def __call__(self, step: int, total_steps: int, x0: torch.Tensor, cond=None, mask=None, generator=None):
         sched, asbm = self.schedule, self.asbm
@@ -204,8 +207,9 @@ class Stage2Objective:
 
     LOSS_KEYS = ("loss_bridge",)
 
-    def __init__(self, model: BridgeScoreModel, am_steps: int = 19):
-        self.asbm = ASBM(model.sde, model.control, None, model.net, am_steps=am_steps)
+    def __init__(self, model: BridgeScoreModel, am_steps: int = 19, sim_scheme: str = "euler", sim_grid: str = "uniform"):
+        self.asbm = ASBM(model.sde, model.control, None, model.net, am_steps=am_steps, sim_scheme=sim_scheme,
+                         sim_grid=sim_grid)
 
     def __call__(self, step: int, total_steps: int, x0: torch.Tensor, cond=None, mask=None, generator=None):
         a0, a1, _ = self.asbm.couplings(x0, cond, True, generator=generator)
@@ -258,6 +262,8 @@ def fit_asbm(
     am_sim_steps: int = 19,
     cm_sim_steps: int = 99,
     buffer_size: int = 20000,
+    sim_scheme: str = "euler",
+    sim_grid: str = "uniform",
     check_batch: Optional[int] = None,
     out: Optional[Union[str, Path]] = None,
     resume: bool = False,
@@ -290,9 +296,10 @@ def fit_asbm(
         ``stage1_steps``, ``stage1_lr`` and no learning-rate schedule.
     schedule
         :class:`Stage1Schedule` (CM and AM stage lengths, buffer refreshes).
-    am_sim_steps, cm_sim_steps, buffer_size
-        Euler-Maruyama steps of the AM (also stage 2 and the prior check) and
-        CM simulations, replay-buffer capacity (:class:`~vsmd_ts.diffusion.ASBM`).
+    am_sim_steps, cm_sim_steps, buffer_size, sim_scheme, sim_grid
+        Steps of the AM (also stage 2 and the prior check) and CM simulations,
+        replay-buffer capacity, integrator and time grid of the simulations
+        (:class:`~vsmd_ts.diffusion.ASBM`; ASBM's: Euler-Maruyama, uniform).
     check_batch
         Data points the prior check simulates at once (default: all).
     out, meta, front_end
@@ -318,7 +325,7 @@ def fit_asbm(
         record = {"steps": finished["global_step"], "passed": bool(state.get("passed")), "checks": state.get("checks", [])}
     else:
         asbm = ASBM(forward.sde, forward.control, forward.corrector, am_steps=am_sim_steps, cm_steps=cm_sim_steps,
-                    buffer_size=buffer_size)
+                    buffer_size=buffer_size, sim_scheme=sim_scheme, sim_grid=sim_grid)
         objective = Stage1Objective(asbm, forward, schedule)
         cfg1 = replace(fit_cfg, steps=stage1_steps, lr=stage1_lr, lr_schedule="constant", lr_warmup=0)
         check = PriorCheck(objective, check_x, seed=fit_cfg.seed, batch_size=check_batch)
@@ -330,5 +337,5 @@ def fit_asbm(
 
     model = BridgeScoreModel(forward.sde, score_net, forward.control)  # the stage-1 control (EMA weights), frozen
     res = fit(model, batch_fn, fit_cfg, out=out, resume=resume, meta={**meta, "asbm_stage": 2, "asbm_stage1": record},
-              objective=Stage2Objective(model, am_sim_steps), every=every)
+              objective=Stage2Objective(model, am_sim_steps, sim_scheme, sim_grid), every=every)
     return ASBMFit(stage1=record, history1=history1, result=res, model=model)

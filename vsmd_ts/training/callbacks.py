@@ -147,7 +147,7 @@ class ResumableCSVLogger(CSVLogger):
 class PriorCheck(Callback):
     """Prior check of the EMA control after every AM stage and at the end of stage 1; stops at the first pass.
 
-    Binds the EMA networks as :class:`~vsmd_ts.training.asbm.Stage1Objective`'s simulators at the
+    Binds the EMA control as :class:`~vsmd_ts.training.asbm.Stage1Objective`'s simulator at the
     start of training. ``x0`` ``(M, *data_shape)``: fixed data the check
     simulates from (:meth:`vsmd_ts.diffusion.ASBM.check_prior`, ASBM's rule:
     top eigenvalue and the mean and variance of ``|a_1|^2`` against ``M``
