@@ -76,6 +76,8 @@ CONFIGS = {
     "CLD-4": ("cld", 4.0, None, "vsmd"),
 }
 DEFAULT_CONFIGS = ("CLD-5", "ULD-5", "VSCLD-5", "VSULD-5", "CLD-10", "ULD-10", "VSDM-5")
+# rows whose probability-flow paths --paths draws: two momentum SDEs, and each ASBM row beside its memoryless twin
+PATH_CONFIGS = ("CLD-5", "VSULD-5", "ASBM-VP-4", "VP-20", "ASBM-CLD-4", "CLD-10")
 DATASETS = ("spiral-8y", "checkerboard-6x")
 TRUE_SEED = 2**20  # reference true samples, the same for every run
 
@@ -101,7 +103,7 @@ def _parser():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/toys_bench")
     p.add_argument("--figures", help="folder for sample-grid PNGs (seed 0)")
-    p.add_argument("--paths", action="store_true", help="with --figures: also paths of CLD-5 and VSULD-5")
+    p.add_argument("--paths", action="store_true", help="with --figures: also the paths of " + ", ".join(PATH_CONFIGS))
     p.add_argument("--table", help="write the markdown tables here too")
     p.add_argument("--summary-only", action="store_true", help="only rebuild the tables from existing records")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (overrides sizes)")
@@ -202,8 +204,9 @@ def tables(args, records) -> str:
             "straightness S per axis (mean over particles = the definition; median in brackets); "
             "IQR ratio generated/true per axis (1 is right); % of points outside the true box.",
             "",
-            f"| model | PMF-RMSE | S {tag[0]} | S {tag[1]} | IQR ratio {ax[0]} | IQR ratio {ax[1]} | outside % | A_v (end) |",
-            "|---|---|---|---|---|---|---|---|",
+            f"| model | PMF-RMSE | S {tag[0]} | S {tag[1]} | IQR ratio {ax[0]} | IQR ratio {ax[1]} | outside % | A_v (end) "
+            "| CPU s / run |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for name in args.configs:
             rs = records.get((dataset, name), [])
@@ -218,7 +221,7 @@ def tables(args, records) -> str:
             lines.append(
                 f"| {name} | {_ms([r['pmf_rmse'] for r in rs], 1e4)} | {S[0]} | {S[1]}"
                 f" | {_ms([r['iqr_ratio'][0] for r in rs])} | {_ms([r['iqr_ratio'][1] for r in rs])}"
-                f" | {_ms([r['outside'] for r in rs], 100)} | {A_txt} |"
+                f" | {_ms([r['outside'] for r in rs], 100)} | {A_txt} | {_ms([r['cpu_seconds'] for r in rs], digits=0)} |"
             )
         steps = sorted({c["step"] for rs in records.values() for r in rs for c in r["curve"] if r["dataset"] == dataset})
         if steps:
@@ -240,9 +243,6 @@ def tables(args, records) -> str:
                     cells.append(_ms(vals, 1e4))
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += _nfe_table(args, records, dataset) + _prior_check_table(args, records, dataset)
-        cpu = [r["cpu_seconds"] for rs in records.values() for r in rs if r["dataset"] == dataset]
-        if cpu:
-            lines += ["", f"CPU seconds per run (train + evaluation, one thread): {_ms(cpu, digits=0)}."]
         lines.append("")
     return "\n".join(lines)
 
@@ -285,7 +285,42 @@ def _prior_check_table(args, records, dataset: str) -> list:
     return lines
 
 
-def figures(args, folder: Path) -> None:
+def plot_nfe_curves(records, dataset: str, path: Path) -> bool:
+    """PMF-RMSE against NFE, mean and std over seeds, one line per (row, sampler); False when nothing to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {}
+    for (d, name), rs in records.items():
+        for r in rs:
+            for row in r.get("nfe_sweep", []) if d == dataset else ():
+                curves.setdefault((name, row["sampler"]), {}).setdefault(row["nfe"], []).append(row["pmf_rmse"] * 1e4)
+    if not curves:
+        return False
+    one_sampler = len({sampler for _, sampler in curves}) == 1
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for (name, sampler), by_nfe in curves.items():
+        nfes = sorted(by_nfe)
+        v = [torch.tensor(by_nfe[n], dtype=torch.float64) for n in nfes]
+        mean = [float(x.mean()) for x in v]
+        std = [float(x.std()) if len(x) > 1 else 0.0 for x in v]
+        ax.errorbar(nfes, mean, yerr=std, marker="o", capsize=3, ls="-" if name.startswith("ASBM") else "--",
+                    label=name if one_sampler else f"{name}, {sampler}")
+    ax.set_xscale("log")
+    ax.set_xlabel("network calls per sample (NFE)")
+    ax.set_ylabel("PMF-RMSE x 1e4 (lower is better)")
+    ax.set_title(f"{dataset}: PMF-RMSE against NFE (mean ± std over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def figures(args, folder: Path, records=None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     seed = args.seeds[0]
     for dataset in args.datasets:
@@ -301,11 +336,13 @@ def figures(args, folder: Path) -> None:
             continue
         plot_sample_grid(panels, true, folder / f"{dataset}_samples.png", ncols=4, max_points=1500, dpi=80,
                          title=f"{dataset}: PF-ODE samples (seed {seed}), prior {args.prior}")
-        for name in ("CLD-5", "VSULD-5") if args.paths else ():
+        for name in PATH_CONFIGS if args.paths else ():
             if name in trajs:
                 t = trajs[name]
                 plot_trajectories(t["traj"], t["ts"], folder / f"{dataset}_{name}_paths.png", num=8, true=true,
                                   title=f"{name} on {dataset}: probability-flow paths")
+        if records:
+            plot_nfe_curves(records, dataset, folder / f"{dataset}_pmf_vs_nfe.png")
 
 
 def main(argv=None) -> int:
@@ -341,7 +378,7 @@ def main(argv=None) -> int:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
         Path(args.table).write_text(text)
     if args.figures:
-        figures(args, Path(args.figures))
+        figures(args, Path(args.figures), records)
     return 0
 
 

@@ -142,8 +142,10 @@ def test_benchmark_asbm_rows_and_nfe_sweep(tmp_path):
     assert tuple(bench._parser().parse_args([]).configs) == bench.DEFAULT_CONFIGS  # the default grid is unchanged
     args = ["--quick", "--out", str(tmp_path / "runs"), "--datasets", "checkerboard-6x", "--configs", "ASBM-CLD-4",
             "VP-20", "--seeds", "0", "--nfe", "4", "8", "--nfe-samplers", "euler_maruyama", "heun",
-            "--table", str(tmp_path / "t.md")]
+            "--table", str(tmp_path / "t.md"), "--figures", str(tmp_path / "fig"), "--paths"]
     assert bench.main(args) == 0
+    for name in ("samples", "pmf_vs_nfe", "ASBM-CLD-4_paths", "VP-20_paths"):
+        assert (tmp_path / "fig" / f"checkerboard-6x_{name}.png").is_file()
     record = json.loads((tmp_path / "runs" / "checkerboard-6x" / "ASBM-CLD-4" / "seed0.json").read_text())
     assert record["stage1_steps"] == 8 and record["prior_checks"] and record["train_config"]["prior"] == "fixed"
     sweep = {(r["sampler"], r["nfe"]) for r in record["nfe_sweep"]}
@@ -152,3 +154,4 @@ def test_benchmark_asbm_rows_and_nfe_sweep(tmp_path):
     assert twin["train_config"]["method"] == "vsmd" and twin["train_config"]["beta"] == 20.0 and "prior_checks" not in twin
     table = (tmp_path / "t.md").read_text()
     assert "| ASBM-CLD-4 | euler_maruyama |" in table and "ASBM stage 1" in table and "| VP-20 | heun |" in table
+    assert "CPU s / run" in table
