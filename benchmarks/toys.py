@@ -309,6 +309,9 @@ def plot_nfe_curves(records, dataset: str, path: Path) -> bool:
         ax.errorbar(nfes, mean, yerr=std, marker="o", capsize=3, ls="-" if name.startswith("ASBM") else "--",
                     label=name if one_sampler else f"{name}, {sampler}")
     ax.set_xscale("log")
+    ticks = sorted({n for by_nfe in curves.values() for n in by_nfe})
+    ax.set_xticks(ticks, [str(n) for n in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("network calls per sample (NFE)")
     ax.set_ylabel("PMF-RMSE x 1e4 (lower is better)")
     ax.set_title(f"{dataset}: PMF-RMSE against NFE (mean ± std over seeds)", fontsize=9)
