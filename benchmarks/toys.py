@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -247,13 +248,19 @@ def tables(args, records) -> str:
     return "\n".join(lines)
 
 
-def _nfe_table(args, records, dataset: str) -> list:
-    """PMF-RMSE x 1e4 per sampler and NFE (rows that have an NFE sweep)."""
+def _nfe_sweeps(args, records, dataset: str) -> dict:
+    """``{(row, sampler): {nfe: [PMF-RMSE per seed]}}`` of the rows that have an NFE sweep, in ``--configs`` order."""
     cells = {}
     for name in args.configs:
         for r in records.get((dataset, name), []):
             for row in r.get("nfe_sweep", []):
                 cells.setdefault((name, row["sampler"]), {}).setdefault(row["nfe"], []).append(row["pmf_rmse"])
+    return cells
+
+
+def _nfe_table(args, records, dataset: str) -> list:
+    """PMF-RMSE x 1e4 per sampler and NFE (rows that have an NFE sweep)."""
+    cells = _nfe_sweeps(args, records, dataset)
     if not cells:
         return []
     nfes = sorted({n for by_nfe in cells.values() for n in by_nfe})
@@ -285,27 +292,19 @@ def _prior_check_table(args, records, dataset: str) -> list:
     return lines
 
 
-def plot_nfe_curves(records, dataset: str, path: Path) -> bool:
-    """PMF-RMSE against NFE, mean and std over seeds, one line per (row, sampler); False when nothing to draw."""
+def plot_nfe_curves(curves: dict, dataset: str, path: Path) -> None:
+    """PMF-RMSE x 1e4 against NFE, mean and std over seeds, one line per (row, sampler) of :func:`_nfe_sweeps`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = {}
-    for (d, name), rs in records.items():
-        for r in rs:
-            for row in r.get("nfe_sweep", []) if d == dataset else ():
-                curves.setdefault((name, row["sampler"]), {}).setdefault(row["nfe"], []).append(row["pmf_rmse"] * 1e4)
-    if not curves:
-        return False
     one_sampler = len({sampler for _, sampler in curves}) == 1
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     for (name, sampler), by_nfe in curves.items():
         nfes = sorted(by_nfe)
-        v = [torch.tensor(by_nfe[n], dtype=torch.float64) for n in nfes]
-        mean = [float(x.mean()) for x in v]
-        std = [float(x.std()) if len(x) > 1 else 0.0 for x in v]
+        mean = [statistics.mean(by_nfe[n]) * 1e4 for n in nfes]
+        std = [statistics.stdev(by_nfe[n]) * 1e4 if len(by_nfe[n]) > 1 else 0.0 for n in nfes]
         ax.errorbar(nfes, mean, yerr=std, marker="o", capsize=3, ls="-" if name.startswith("ASBM") else "--",
                     label=name if one_sampler else f"{name}, {sampler}")
     ax.set_xscale("log")
@@ -320,10 +319,9 @@ def plot_nfe_curves(records, dataset: str, path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    return True
 
 
-def figures(args, folder: Path, records=None) -> None:
+def figures(args, folder: Path, records: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     seed = args.seeds[0]
     for dataset in args.datasets:
@@ -344,8 +342,9 @@ def figures(args, folder: Path, records=None) -> None:
                 t = trajs[name]
                 plot_trajectories(t["traj"], t["ts"], folder / f"{dataset}_{name}_paths.png", num=8, true=true,
                                   title=f"{name} on {dataset}: probability-flow paths")
-        if records:
-            plot_nfe_curves(records, dataset, folder / f"{dataset}_pmf_vs_nfe.png")
+        curves = _nfe_sweeps(args, records, dataset)
+        if curves:
+            plot_nfe_curves(curves, dataset, folder / f"{dataset}_pmf_vs_nfe.png")
 
 
 def main(argv=None) -> int:
