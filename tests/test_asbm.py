@@ -478,3 +478,19 @@ def test_stage1_recovers_the_gaussian_bridge_coupling_of_a_momentum_base():
         torch.testing.assert_close(cross, exact[:2, 2:], atol=tol, rtol=0)
         torch.testing.assert_close(torch.cov(A1.T), torch.eye(2, dtype=torch.float64), atol=0.1, rtol=0)
         assert (A1.mean(0).abs() < 0.06).all()
+
+
+def test_unknown_simulation_scheme_or_grid_fails_early_naming_the_option():
+    from vsmd_ts.diffusion.asbm import ASBM
+    from vsmd_ts.toys import ToyConfig
+
+    sde = make_sde("vp", (1,), beta=4.0)
+    a0 = torch.zeros(4, 1, 1)
+    with pytest.raises(ValueError, match="scheme must be one of euler, heun, got 'rk4'"):
+        simulate_controlled(sde, None, a0, 3, scheme="rk4")
+    with pytest.raises(ValueError, match="grid must be one of uniform, quadratic, got 'log'"):
+        simulate_controlled(sde, None, a0, 3, grid="log")
+    with pytest.raises(ValueError, match="sim_grid must be one of"):
+        ASBM(sde, None, None, sim_grid="log")
+    with pytest.raises(ValueError, match="asbm_sim_scheme must be one of"):
+        ToyConfig(method="asbm", sde="vp", asbm_sim_scheme="rk4").validate()

@@ -60,6 +60,7 @@ __all__ = [
     "adjoint_matching_loss",
     "bridge_matching_loss",
     "bridge_noise_target",
+    "check_simulation",
     "corrector_matching_loss",
     "prior_check",
     "simulate_controlled",
@@ -89,6 +90,14 @@ def source_state(sde: LinearSDE, x0: torch.Tensor, generator: Optional[torch.Gen
 
 SIM_SCHEMES = ("euler", "heun")
 SIM_GRIDS = ("uniform", "quadratic")
+
+
+def check_simulation(scheme: str, grid: str, names=("scheme", "grid")) -> None:
+    """``ValueError`` unless ``scheme`` is in :data:`SIM_SCHEMES` and ``grid`` in :data:`SIM_GRIDS`; ``names``: the
+    options as the caller calls them, for the message."""
+    for name, value, allowed in zip(names, (scheme, grid), (SIM_SCHEMES, SIM_GRIDS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def simulation_grid(sde: LinearSDE, steps: int, grid: str = "uniform", device=None) -> torch.Tensor:
@@ -144,8 +153,7 @@ def simulate_controlled(
     -------
     ``(a_1, nfe)``: end states ``(N, K, *data_shape)`` and the control calls per path.
     """
-    if scheme not in SIM_SCHEMES:
-        raise ValueError(f"scheme must be one of {', '.join(SIM_SCHEMES)}, got {scheme!r}")
+    check_simulation(scheme, grid)
     ts = simulation_grid(sde, steps, grid).tolist()
     a, nfe = a0, 0
 
@@ -407,9 +415,7 @@ class ASBM:
         sim_scheme: str = "euler",
         sim_grid: str = "uniform",
     ):
-        if sim_scheme not in SIM_SCHEMES or sim_grid not in SIM_GRIDS:
-            raise ValueError(f"sim_scheme must be one of {', '.join(SIM_SCHEMES)} and sim_grid one of "
-                             f"{', '.join(SIM_GRIDS)}, got {sim_scheme!r} and {sim_grid!r}")
+        check_simulation(sim_scheme, sim_grid, ("sim_scheme", "sim_grid"))
         self.sde, self.control, self.corrector, self.score_net = sde, control, corrector, score_net
         self.sim_scheme, self.sim_grid = sim_scheme, sim_grid
         self.energy_grad, self.max_energy_grad_norm = energy_grad, max_energy_grad_norm

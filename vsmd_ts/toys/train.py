@@ -38,7 +38,7 @@ from vsmd_ts.diffusion import (
     is_momentum,
     make_sde,
 )
-from vsmd_ts.diffusion.asbm import SIM_GRIDS, SIM_SCHEMES
+from vsmd_ts.diffusion.asbm import check_simulation
 from vsmd_ts.diffusion.registry import learns_A
 
 from vsmd_ts.training.config import FitConfig
@@ -198,9 +198,7 @@ class ToyConfig(FitConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.asbm_sim_scheme not in SIM_SCHEMES or self.asbm_sim_grid not in SIM_GRIDS:
-            raise ValueError(f"asbm_sim_scheme must be one of {', '.join(SIM_SCHEMES)} and asbm_sim_grid one of "
-                             f"{', '.join(SIM_GRIDS)}, got {self.asbm_sim_scheme!r} and {self.asbm_sim_grid!r}")
+        check_simulation(self.asbm_sim_scheme, self.asbm_sim_grid, ("asbm_sim_scheme", "asbm_sim_grid"))
         for name in ("lr", "A_lr", "asbm_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
