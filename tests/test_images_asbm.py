@@ -120,6 +120,23 @@ def test_cli_train_sample_round_trip_on_digits(tmp_path, capsys):
     assert result["sampler"] == "euler_maruyama" and [(r["nfe"], r["steps"]) for r in result["nfe_sweep"]] == [(2, 2), (4, 4)]
     assert all(0 <= r["share_top_prob_gt_0.9"] <= 1 and sum(r["per_class"]) == 20 for r in result["nfe_sweep"])
     assert sum(result["generated"]["per_class"]) == 20
+    assert (result["model"], result["nfe"]) == ("asbm vp", 3)
+    # a second "seed": the summary gives each (model, NFE) its mean, std and range over the files
+    other = json.loads(result_file.read_text())
+    for row in [other["generated"], *other["nfe_sweep"]]:
+        row["share_top_prob_gt_0.9"] = 0.5
+    first = {r["nfe"]: r["share_top_prob_gt_0.9"] for r in [dict(result["generated"], nfe=3), *result["nfe_sweep"]]}
+    lines = check.summary_table([result, other]).splitlines()
+    assert len(lines) == 2 + 3 and all(line.startswith("| asbm vp (euler_maruyama) | ") for line in lines[2:])
+    for line, nfe in zip(lines[2:], [2, 3, 4]):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        shares = [100 * first[nfe], 50.0]
+        assert cells[1:3] == [str(nfe), "2"]
+        assert cells[3] == (f"{np.mean(shares):.1f} ± {np.std(shares, ddof=1):.1f} "
+                            f"({min(shares):.1f} - {max(shares):.1f})")
+    # files written before the model and its NFE were stored: read from the checkpoint
+    legacy = {k: v for k, v in result.items() if k not in ("model", "nfe")}
+    assert check.summary_table([legacy]) == check.summary_table([result])
 
 
 def test_cifar10_asbm_runs_on_fake_batches(fake_cifar, tmp_path):

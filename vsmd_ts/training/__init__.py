@@ -12,7 +12,7 @@ from importlib import import_module
 
 from .checkpoint import CheckpointError, CheckpointNotFoundError, load_checkpoint, read_torch_file, state_dicts
 from .config import FitConfig
-from .sampling import Samples, draw_samples, steps_for_nfe
+from .sampling import Samples, draw_samples, nfe_per_step, steps_for_nfe
 
 _LAZY = {
     "DiffusionModule": "module",
@@ -26,7 +26,7 @@ _LAZY = {
 }
 
 __all__ = sorted([*_LAZY, "CheckpointError", "CheckpointNotFoundError", "FitConfig", "Samples", "draw_samples",
-                  "load_checkpoint", "read_torch_file", "state_dicts", "steps_for_nfe"])
+                  "load_checkpoint", "nfe_per_step", "read_torch_file", "state_dicts", "steps_for_nfe"])
 
 
 def __getattr__(name):

@@ -3,7 +3,8 @@
 One helper for the toy and image front ends: prior draws at ``T``, any
 sampler of :data:`vsmd_ts.diffusion.SAMPLERS` on the uniform time grid, in
 batches, optionally recording the data part of every grid state; and
-:func:`steps_for_nfe`, the steps that spend a given number of network calls.
+:func:`steps_for_nfe`, the steps that spend a given number of network calls
+(:func:`nfe_per_step` the other way).
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ import torch
 
 from vsmd_ts.diffusion import get_sampler, time_grid
 
-__all__ = ["Samples", "draw_samples", "steps_for_nfe"]
+__all__ = ["Samples", "draw_samples", "nfe_per_step", "steps_for_nfe"]
 
 # score evaluations per step of the samplers that make more than one
 _EVALS_PER_STEP = {"heun": 2, "exp_heun": 2}
+
+
+def nfe_per_step(sampler: str, networks_per_call: int = 1) -> int:
+    """Network calls per sample of one step of ``sampler`` (see :func:`steps_for_nfe`)."""
+    return _EVALS_PER_STEP.get(sampler.lower(), 1) * int(networks_per_call)
 
 
 def steps_for_nfe(nfe: int, sampler: str, networks_per_call: int = 1) -> int:
@@ -28,7 +34,7 @@ def steps_for_nfe(nfe: int, sampler: str, networks_per_call: int = 1) -> int:
     SB's probability-flow ODE of ASBM). ``ValueError`` when ``nfe`` is not a
     multiple of the calls of one step.
     """
-    per_step = _EVALS_PER_STEP.get(sampler.lower(), 1) * int(networks_per_call)
+    per_step = nfe_per_step(sampler, networks_per_call)
     if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < per_step or nfe % per_step:
         raise ValueError(f"nfe must be a positive multiple of {per_step} for {sampler} "
                          f"({per_step} network calls per step), got {nfe!r}")
