@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from crps_sum import validation_split  # noqa: E402
 from peers.common import forecasts_from_arrays, truth_frames  # noqa: E402
+from sample_diagnostics import recentred  # noqa: E402
 
 VARIANTS = ("model", "symmetrised", "re-centred", "rw")
 
@@ -39,11 +40,6 @@ def symmetrised(samples: np.ndarray, last: np.ndarray, rng: np.random.Generator)
     """Paths ``(W, S, H, D)`` reflected about ``last`` ``(W, D)``, one random sign per path."""
     signs = rng.choice([-1.0, 1.0], size=samples.shape[:2] + (1, 1))
     return last[:, None, None] + signs * (samples - last[:, None, None])
-
-
-def recentred(samples: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """Paths ``(W, S, H, D)`` with their mean at every step moved to ``last`` ``(W, D)``."""
-    return samples - (samples.mean(1, keepdims=True) - last[:, None, None])
 
 
 def fold_frames(record: dict, data_dir: str):
@@ -83,10 +79,12 @@ def check_fold(folder: Path, sde: str, data_dir: str, seed: int = 0) -> dict:
         truth = np.stack([ts.to_numpy()[-H:] for ts in tss])
         for z in (model, rw):
             if z["samples"].shape[0] != len(tss) or not np.allclose(z["truth"], truth, rtol=1e-5, atol=1e-6):
-                raise SystemExit(f"{path}: its windows differ from the record's ({record['split']}, end {record['val_end']})")
+                raise SystemExit(f"{path}: its windows differ from the record's "
+                                 f"({record['split']}, end {record['val_end']})")
         s, last = model["samples"], model["last"]
         rng = np.random.default_rng([seed, k])
-        paths = {"model": s, "symmetrised": symmetrised(s, last, rng), "re-centred": recentred(s, last), "rw": rw["samples"]}
+        paths = {"model": s, "symmetrised": symmetrised(s, last, rng), "re-centred": recentred(s, last),
+                 "rw": rw["samples"]}
         for v in VARIANTS:
             out[v].append(score(paths[v], tss, H))
     return out

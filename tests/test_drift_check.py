@@ -19,7 +19,8 @@ def test_symmetrised_paths_keep_their_distance_to_the_last_value_and_lose_the_dr
     # each path is itself or its mirror image, the whole path at once
     same = np.isclose(new, dev).all(axis=(2, 3))
     assert (same | np.isclose(new, -dev).all(axis=(2, 3))).all() and 0.45 < same.mean() < 0.55
-    # the drift (3.5 at the last step, sd about 2.2) is gone within Monte Carlo error; the spread about the last value is kept
+    # the drift (3.5 at the last step, sd about 2.2) is gone within Monte Carlo error; the spread about the last
+    # value is kept
     assert np.abs(new.mean(1)).max() < 0.2 and dev.mean(1)[:, -1].min() > 3.0
     np.testing.assert_allclose((new ** 2).mean(1), (dev ** 2).mean(1))
 
