@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crps_sum import validation_split  # noqa: E402
-from peers.common import forecasts_from_arrays, truth_frames  # noqa: E402
+from peers.common import forecasts_from_arrays, split_windows, truth_frames  # noqa: E402
 from sample_diagnostics import recentred  # noqa: E402
 
 VARIANTS = ("model", "symmetrised", "re-centred", "rw")
@@ -47,10 +46,7 @@ def fold_frames(record: dict, data_dir: str):
     from vsmd_ts.timeseries.data import load_benchmark
 
     data = load_benchmark(record["dataset"], data_dir, download=False)
-    if record["split"] == "test":
-        windows = list(data.test)
-    else:
-        windows = list(validation_split(data, record["val_windows"], record["val_end"])[1])
+    windows = split_windows(data, record["split"], record["val_windows"], record["val_end"])
     return truth_frames(windows, data.prediction_length), data.prediction_length
 
 
@@ -68,6 +64,7 @@ def check_fold(folder: Path, sde: str, data_dir: str, seed: int = 0) -> dict:
         raise SystemExit(f"no {sde} archives under {folder}/samples (run crps_sum.py with --save-samples)")
     record = json.loads(next((folder / "runs").glob("*.json")).read_text())
     tss, H = fold_frames(record, data_dir)
+    truth = np.stack([ts.to_numpy()[-H:] for ts in tss])
     out = {v: [] for v in VARIANTS}
     for path in files:
         k = int(re.search(r"_seed(\d+)", path.name).group(1))
@@ -76,7 +73,6 @@ def check_fold(folder: Path, sde: str, data_dir: str, seed: int = 0) -> dict:
         if rw_path is None:
             raise SystemExit(f"no random-walk archive for seed {k} under {folder}/samples")
         model, rw = np.load(path), np.load(rw_path)
-        truth = np.stack([ts.to_numpy()[-H:] for ts in tss])
         for z in (model, rw):
             if z["samples"].shape[0] != len(tss) or not np.allclose(z["truth"], truth, rtol=1e-5, atol=1e-6):
                 raise SystemExit(f"{path}: its windows differ from the record's "

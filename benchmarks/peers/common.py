@@ -37,14 +37,15 @@ def forecasts_from_arrays(samples: np.ndarray, tss, prediction_length: int):
     return [SampleForecast(s.astype(np.float32), start_date=ts.index[-prediction_length]) for s, ts in zip(samples, tss)]
 
 
-def split_windows(data, split: str, val_windows: int = 25) -> list:
+def split_windows(data, split: str, val_windows: int = 25, val_end=None) -> list:
     """The grouped windows of ``split`` that ``benchmarks/crps_sum.py`` forecasts: ``data.test``, or its
-    ``validation_split`` (a CSV benchmark's own validation windows, else ``val_windows`` carved from training)."""
+    ``validation_split`` (a CSV benchmark's own validation windows, else ``val_windows`` carved from training,
+    ending at step ``val_end`` when given)."""
     if split == "test":
         return list(data.test)
     from crps_sum import validation_split
 
-    return list(validation_split(data, val_windows)[1])
+    return list(validation_split(data, val_windows, val_end)[1])
 
 
 def make_record(model: str, seed: int, forecasts, tss, config: dict, times: dict, dataset="exchange_rate_nips",
